@@ -1,0 +1,1 @@
+"""Benchmarks: each written once against the Sandbox interface, run unchanged everywhere."""

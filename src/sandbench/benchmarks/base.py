@@ -1,0 +1,62 @@
+"""The benchmark contract and the context a run gives each benchmark."""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sandbench.environments.base import Environment
+from sandbench.results import Measurement
+
+#: Runs one round and returns its measurements.
+RoundFn = Callable[[int], list[Measurement]]
+
+#: Bounds for every external step, in seconds (issue: bounded steps). Profiles may override.
+DEFAULT_TIMEOUTS = {"start": 60.0, "probe": 60.0, "exec": 120.0, "stop": 30.0, "tool": 900.0}
+
+
+@dataclass
+class RunContext:
+    """What a benchmark may use from the run: where raw outputs go, the bounds, the profile."""
+
+    out: Path
+    profile: str
+    timeouts: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
+
+    def save_raw(self, env: str, bench: str, rnd: int, name: str, text: str) -> str:
+        """Keep a tool's output as printed; returns its path relative to the results dir."""
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+        rel = Path("raw") / env / bench / f"r{rnd:03d}-{safe}"
+        path = self.out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return str(rel)
+
+    def log_path(self, env: str, bench: str, name: str) -> Path:
+        path = self.out / "logs" / env / bench / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+class Benchmark(ABC):
+    name: str
+    description: str = ""
+    image: str = "minimal"
+    #: Parameters per profile; "rounds" is how many times run_round is called per environment.
+    profiles: dict[str, dict[str, Any]] = {}
+
+    def params(self, profile: str) -> dict[str, Any]:
+        return dict(self.profiles[profile])
+
+    @abstractmethod
+    def session(
+        self, env: Environment, ctx: RunContext, params: dict[str, Any]
+    ) -> AbstractContextManager[RoundFn]:
+        """Set up what all rounds in this environment share (a sandbox, a server), yield the
+        round function, and tear everything down on exit, whatever happened."""
+

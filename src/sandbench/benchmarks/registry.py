@@ -1,0 +1,27 @@
+"""Benchmarks by name, in the paper's order."""
+
+from __future__ import annotations
+
+from sandbench.benchmarks.base import Benchmark
+from sandbench.benchmarks.memory import Memory
+from sandbench.benchmarks.startup import Startup
+from sandbench.benchmarks.syscall import Syscall
+
+
+def all_benchmarks() -> list[Benchmark]:
+    benches: list[Benchmark] = [Startup(), Memory(), Syscall()]
+    names = [b.name for b in benches]
+    if len(set(names)) != len(names):
+        raise RuntimeError(f"benchmark names registered twice: {names}")
+    return benches
+
+
+def names() -> list[str]:
+    return [b.name for b in all_benchmarks()]
+
+
+def by_name(name: str) -> Benchmark:
+    for b in all_benchmarks():
+        if b.name == name:
+            return b
+    raise KeyError(name)

@@ -1,0 +1,320 @@
+"""Command line: doctor, image, run, report, compare, clean.
+
+Errors a user can cause print one line naming the bad value and what is allowed, and exit 2,
+before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+from rich.console import Console
+from rich.table import Table
+
+from sandbench import __version__
+from sandbench.errors import UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, not argparse's usage block: the message names the bad value.
+        sys.stderr.write(f"sandbench: error: {message}\n")
+        sys.exit(2)
+
+
+def _split(value: str, known: list[str], what: str) -> list[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise UsageError(f"empty {what} list {value!r}; known: {', '.join(known)}")
+    for n in names:
+        if n not in known:
+            raise UsageError(f"unknown {what} {n!r}; known: {', '.join(known)}")
+    if len(set(names)) != len(names):
+        raise UsageError(f"{what} listed twice in {value!r}")
+    return names
+
+
+def _positive_int(value: str, what: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise UsageError(f"{what} must be a positive integer, got {value!r}") from None
+    if n <= 0:
+        raise UsageError(f"{what} must be a positive integer, got {value!r}")
+    return n
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {str(out)!r} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        raise UsageError(
+            f"--out {str(out)!r} already holds files; give a new or empty directory"
+        )
+    parent = out if out.is_dir() else out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {str(out)!r} is not writable ({parent} denies writing)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="sandbench", description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--version", action="version", version=f"sandbench {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    d = sub.add_parser("doctor", help="which environments this machine can run, and why not")
+    d.add_argument("--json", action="store_true", help="machine-readable output")
+
+    i = sub.add_parser("image", help="build the images sandboxes boot from")
+    isub = i.add_subparsers(dest="image_cmd", required=True, parser_class=_Parser)
+    ib = isub.add_parser("build", help="build (or find cached) an image")
+    ib.add_argument("name", help="image name (minimal, full)")
+    ib.add_argument("--force", action="store_true", help="rebuild even if cached")
+
+    r = sub.add_parser("run", help="run a study")
+    r.add_argument("--profile", default="quick", help="quick (minutes) or paper (hours)")
+    r.add_argument("--env", help="comma-separated environments (default: all available)")
+    r.add_argument("--bench", help="comma-separated benchmarks (default: all)")
+    r.add_argument("--rounds", help="override every benchmark's number of rounds")
+    r.add_argument("--out", help="results directory (default: results/<time>-<profile>)")
+    r.add_argument("--baseline", default="host", help="environment ratios are computed against")
+    r.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
+
+    rep = sub.add_parser("report", help="write report.html, report.md and figures for a run")
+    rep.add_argument("dir", help="results directory")
+    rep.add_argument("--baseline", default=None, help="environment ratios are computed against")
+
+    c = sub.add_parser("compare", help="compare two runs cell by cell")
+    c.add_argument("a", help="results directory A (before)")
+    c.add_argument("b", help="results directory B (after)")
+    c.add_argument("--factor", default="1.1", help="smallest ratio called a difference")
+    c.add_argument("--force", action="store_true", help="compare despite differing facts")
+    c.add_argument("--fail-on-regression", action="store_true", help="exit 1 on a regression")
+
+    cl = sub.add_parser("clean", help="remove what killed or crashed runs left behind")
+    cl.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    return p
+
+
+def cmd_doctor(args: argparse.Namespace, console: Console) -> int:
+    from sandbench.environments.registry import all_environments
+    from sandbench.hostfacts import host_facts
+
+    rows: list[dict[str, Any]] = []
+    for env in all_environments():
+        av = env.available()
+        rows.append(
+            {
+                "name": env.name,
+                "available": av.ok,
+                "reason": av.reason,
+                "description": env.description,
+                "facts": env.facts(),
+            }
+        )
+    if args.json:
+        print(json.dumps({"environments": rows, "host": host_facts()}, indent=2, default=str))
+        return 0
+    table = Table(title="sandbench doctor")
+    table.add_column("environment")
+    table.add_column("available")
+    table.add_column("version / reason")
+    for row in rows:
+        facts = row["facts"]
+        version = facts.get("version") or facts.get("kernel") or ""
+        detail = str(version) if row["available"] else row["reason"]
+        table.add_row(row["name"], "yes" if row["available"] else "[red]no", detail)
+    console.print(table)
+    return 0
+
+
+def cmd_image(args: argparse.Namespace, console: Console) -> int:
+    from sandbench.images.base import get_builder
+
+    builder = get_builder(args.name)
+    img = builder.ensure(force=args.force, progress=lambda m: console.print(f"  {m}"))
+    console.print(f"image {img.name} {img.key}: {img.directory}")
+    return 0
+
+
+def resolve_plan(args: argparse.Namespace) -> tuple[Any, list[str]]:
+    """Validate every input and check availability; raises UsageError before any write."""
+    from sandbench.benchmarks.registry import all_benchmarks
+    from sandbench.environments.registry import all_environments
+    from sandbench.study import PROFILES, Plan
+
+    if args.profile not in PROFILES:
+        raise UsageError(f"unknown profile {args.profile!r}; allowed: {', '.join(PROFILES)}")
+    envs = all_environments()
+    benches = all_benchmarks()
+    env_names = [e.name for e in envs]
+    wanted_envs = _split(args.env, env_names, "environment") if args.env else None
+    wanted_benches = (
+        _split(args.bench, [b.name for b in benches], "benchmark") if args.bench else None
+    )
+    rounds = _positive_int(args.rounds, "--rounds") if args.rounds is not None else None
+    if args.baseline not in env_names:
+        raise UsageError(f"unknown baseline {args.baseline!r}; known: {', '.join(env_names)}")
+    if args.out:
+        _check_out(Path(args.out))
+
+    chosen = [e for e in envs if wanted_envs is None or e.name in wanted_envs]
+    notes: list[str] = []
+    unavailable: dict[str, str] = {}
+    runnable = []
+    for env in chosen:
+        av = env.available()
+        if av.ok:
+            runnable.append(env)
+        elif wanted_envs is not None:
+            raise UsageError(f"environment {env.name!r} is not available here: {av.reason}")
+        else:
+            unavailable[env.name] = av.reason
+            notes.append(f"skipping {env.name}: {av.reason}")
+    plan = Plan(
+        profile=args.profile,
+        envs=runnable,
+        benches=[b for b in benches if wanted_benches is None or b.name in wanted_benches],
+        rounds_override=rounds,
+        unavailable=unavailable,
+        baseline=args.baseline,
+    )
+    return plan, notes
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from sandbench.study import Runner
+
+    plan, notes = resolve_plan(args)
+    for n in notes:
+        console.print(f"[yellow]{n}")
+    if not plan.envs:
+        raise UsageError("no environment is available on this machine; run `sandbench doctor`")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = Path(args.out) if args.out else Path("results") / f"{stamp}-{args.profile}"
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(out, 0o700)
+    console.print(f"results: {out}")
+    runner = Runner(plan, out, console)
+    try:
+        runner.run()
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted; finished samples are kept in {out}")
+        return 130
+    print_summary(out, console)
+    if not args.no_report:
+        _report(out, args.baseline, console)
+    console.print(f"results directory: {out}")
+    return 0
+
+
+def _report(out: Path, baseline: str | None, console: Console) -> None:
+    from sandbench.report import write_report
+
+    path = write_report(out, baseline=baseline or "host")
+    console.print(f"report: {path}")
+
+
+def print_summary(out: Path, console: Console) -> None:
+    from sandbench.results import read_failures, read_meta, read_samples
+
+    meta = read_meta(out)
+    envs: list[str] = meta["plan"]["envs"]
+    cells: dict[tuple[str, str, str, str], dict[str, list[float]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for s in read_samples(out):
+        params = ",".join(f"{k}={v}" for k, v in sorted(s["params"].items()))
+        cells[(s["bench"], s["metric"], params, s["unit"])][s["env"]].append(s["value"])
+    table = Table(title=f"medians ({meta['profile']} profile)")
+    table.add_column("benchmark / metric")
+    for e in envs:
+        table.add_column(e, justify="right")
+    for (bench, metric, params, unit), by_env in cells.items():
+        label = f"{bench} {metric}{' ' + params if params else ''} ({unit})"
+        row = [label]
+        for e in envs:
+            vals = by_env.get(e)
+            row.append(f"{statistics.median(vals):.4g}" if vals else "-")
+        table.add_row(*row)
+    console.print(table)
+    failures = read_failures(out)
+    if failures:
+        console.print(f"[red]{len(failures)} failed cell(s); see results.jsonl")
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from sandbench.results import SchemaError, read_meta
+
+    out = Path(args.dir)
+    try:
+        meta = read_meta(out)
+    except SchemaError as e:
+        raise UsageError(str(e)) from None
+    _report(out, args.baseline or meta.get("baseline", "host"), console)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    from sandbench.compare import compare_runs
+    from sandbench.results import SchemaError
+
+    try:
+        factor = float(args.factor)
+    except ValueError:
+        raise UsageError(f"--factor must be a number above 1, got {args.factor!r}") from None
+    if factor <= 1.0:
+        raise UsageError(f"--factor must be a number above 1, got {args.factor!r}")
+    try:
+        cmp = compare_runs(Path(args.a), Path(args.b), factor=factor, force=args.force)
+    except SchemaError as e:
+        raise UsageError(str(e)) from None
+    console.print(cmp.render_text())
+    if args.fail_on_regression and cmp.regressions:
+        return 1
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace, console: Console) -> int:
+    from sandbench.cleanup import clean
+
+    found = clean(dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for item in found:
+        console.print(f"{verb}: {item}")
+    if not found:
+        console.print("nothing left behind by sandbench")
+    return 0
+
+
+COMMANDS = {
+    "doctor": cmd_doctor,
+    "image": cmd_image,
+    "run": cmd_run,
+    "report": cmd_report,
+    "compare": cmd_compare,
+    "clean": cmd_clean,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=False)
+    try:
+        return COMMANDS[args.cmd](args, console)
+    except UsageError as e:
+        sys.stderr.write(f"sandbench: error: {e}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

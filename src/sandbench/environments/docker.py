@@ -1,0 +1,336 @@
+"""Docker Engine as the front end, with runc or runsc registered as runtimes: how the paper ran
+Docker and gVisor.
+
+When no dockerd answers, sandbench starts its own with a config under the state directory
+(runsc runtimes registered through the netstack wrapper, no iptables or masquerading) and stops
+it when the run ends. Images come from `docker import` of the tool's rootfs tarball, since no
+registry is reachable. Containers join a Docker network the tool owns in 198.19.0.0/24.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from typing import Any
+
+import psutil
+
+from sandbench import images, paths, procs
+from sandbench.environments.base import (
+    Availability,
+    Completed,
+    Environment,
+    Sandbox,
+    SandboxSpec,
+    run_cmd,
+    tail_file,
+)
+from sandbench.environments.oci import IDLE_ARGV, OciEnvironment, Variant, version_of
+from sandbench.environments.runsc_wrap import wrapper
+from sandbench.errors import SandboxError, StepTimeout
+
+NETWORK = "sandbench"
+SUBNET = "198.19.0.0/24"
+GATEWAY = "198.19.0.1"
+# The daemon's default bridge (docker0) is unused but must not take a private-range address.
+DEFAULT_BIP = "198.19.255.1/24"
+DAEMON_START_TIMEOUT = 60.0
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
+PLATFORMS = ("ptrace", "systrap", "kvm")
+
+
+def runtime_name(platform: str) -> str:
+    return f"sandbench-runsc-{platform}"
+
+
+class DockerDaemon:
+    """Finds a running dockerd or starts one the tool owns (and stops it in close())."""
+
+    def __init__(self) -> None:
+        self.owned: subprocess.Popen[bytes] | None = None
+        self._network_ready = False
+
+    @staticmethod
+    def docker() -> str | None:
+        return shutil.which("docker")
+
+    def server_version(self) -> str | None:
+        exe = self.docker()
+        if exe is None:
+            return None
+        try:
+            cp = subprocess.run(
+                [exe, "version", "--format", "{{.Server.Version}}"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+        except subprocess.TimeoutExpired:
+            return None
+        return cp.stdout.strip() if cp.returncode == 0 and cp.stdout.strip() else None
+
+    def runtimes(self) -> dict[str, Any]:
+        cp = run_cmd(["docker", "info", "--format", "{{json .Runtimes}}"], timeout=15)
+        rt: dict[str, Any] = json.loads(cp.stdout or "{}")
+        return rt
+
+    def config(self) -> dict[str, Any]:
+        runtimes: dict[str, Any] = {}
+        runsc = shutil.which("runsc")
+        if runsc:
+            wrap = str(wrapper(runsc))
+            for p in PLATFORMS:
+                runtimes[runtime_name(p)] = {"path": wrap, "runtimeArgs": [f"--platform={p}"]}
+        return {
+            "runtimes": runtimes,
+            "iptables": False,
+            "ip-masq": False,
+            "bip": DEFAULT_BIP,
+            "exec-opts": ["native.cgroupdriver=cgroupfs"],
+        }
+
+    def ensure(self) -> str:
+        """Server version of a dockerd that answers, starting one if none does."""
+        version = self.server_version()
+        if version:
+            return version
+        dockerd = shutil.which("dockerd")
+        if dockerd is None:
+            raise SandboxError("dockerd not found; install Debian package docker.io")
+        d = paths.state("docker")
+        cfg = d / "daemon.json"
+        cfg.write_text(json.dumps(self.config(), indent=2))
+        log = open(d / "dockerd.log", "ab")  # noqa: SIM115 - handed to the daemon
+        self.owned = subprocess.Popen(
+            [dockerd, "--config-file", str(cfg), "--pidfile", str(d / "dockerd.pid")],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        log.close()
+        (d / "owned").write_text(str(self.owned.pid))
+        deadline = time.monotonic() + DAEMON_START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.owned.poll() is not None:
+                raise SandboxError(f"dockerd exited at start: {tail_file(d / 'dockerd.log')}")
+            version = self.server_version()
+            if version:
+                return version
+            time.sleep(0.2)
+        self.close()
+        raise StepTimeout(f"dockerd did not answer within {DAEMON_START_TIMEOUT:g} s")
+
+    def ensure_network(self) -> None:
+        if self._network_ready:
+            return
+        cp = run_cmd(["docker", "network", "inspect", NETWORK], timeout=15, check=False)
+        if cp.returncode != 0:
+            run_cmd(
+                [
+                    "docker", "network", "create", "--driver", "bridge",
+                    "--subnet", SUBNET, "--gateway", GATEWAY,
+                    "--label", f"{paths.DOCKER_LABEL}=1", NETWORK,
+                ],
+                timeout=30,
+            )
+        self._network_ready = True
+
+    def ensure_image(self, image: images.Image) -> str:
+        cp = run_cmd(["docker", "image", "inspect", image.tag], timeout=15, check=False)
+        if cp.returncode != 0:
+            run_cmd(
+                [
+                    "docker", "import", "--change", f"LABEL {paths.DOCKER_LABEL}=1",
+                    str(image.tarball), image.tag,
+                ],
+                timeout=600,
+            )
+        return image.tag
+
+    def shared_pids(self) -> list[int]:
+        return [
+            p.pid
+            for p in psutil.process_iter(["name"])
+            if p.info["name"] in ("dockerd", "containerd")
+        ]
+
+    def close(self) -> None:
+        if self.owned is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.owned.pid, signal.SIGTERM)
+        try:
+            self.owned.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.owned.pid, signal.SIGKILL)
+            self.owned.wait(timeout=10)
+        self.owned = None
+        with contextlib.suppress(FileNotFoundError):
+            (paths.state("docker") / "owned").unlink()
+
+
+DAEMON = DockerDaemon()
+
+
+class DockerEnvironment(Environment):
+    family = "container"
+
+    def __init__(self, platform: str | None) -> None:
+        self.platform = platform
+        if platform is None:
+            self.name = "docker"
+            self.description = "Docker Engine, default runtime (runc)"
+            self.runtime = "runc"
+        else:
+            self.name = f"docker-gvisor-{platform}"
+            self.description = f"Docker Engine with gVisor runsc, {platform} platform, netstack"
+            self.family = "gvisor"
+            self.runtime = runtime_name(platform)
+        self.daemon = DAEMON
+
+    def _gvisor(self) -> OciEnvironment:
+        assert self.platform is not None
+        return OciEnvironment(
+            Variant(f"gvisor-{self.platform}", "runsc", "", platform=self.platform)
+        )
+
+    def available(self) -> Availability:
+        if shutil.which("docker") is None or shutil.which("dockerd") is None:
+            return Availability.no(
+                "docker/dockerd not found; install Debian package docker.io (scripts/setup.sh)"
+            )
+        if self.platform is not None:
+            direct = self._gvisor().available()
+            if not direct.ok:
+                return direct
+        foreign = self.daemon.owned is None and self.daemon.server_version() is not None
+        if foreign and self.platform is not None and self.runtime not in self.daemon.runtimes():
+            entry = {self.runtime: self.daemon.config()["runtimes"].get(self.runtime)}
+            return Availability.no(
+                f"a dockerd not started by sandbench is running without runtime "
+                f"{self.runtime}; register it in /etc/docker/daemon.json as "
+                f"{json.dumps(entry)} or stop that dockerd so sandbench starts its own"
+            )
+        return Availability.yes()
+
+    def facts(self) -> dict[str, Any]:
+        f: dict[str, Any] = {
+            "binary": shutil.which("dockerd"),
+            "docker_version": self.daemon.server_version() or version_of("dockerd"),
+            "runtime": self.runtime,
+            "driver": "docker",
+            "network": "docker-bridge" if self.platform is None else "netstack+docker-bridge",
+            "daemon_owned_by_sandbench": self.daemon.owned is not None,
+        }
+        f["version"] = f["docker_version"]
+        if self.platform is not None:
+            runsc = shutil.which("runsc")
+            f["platform"] = self.platform
+            f["runtime_version"] = version_of(runsc) if runsc else None
+        else:
+            f["runtime_version"] = version_of("runc")
+        return f
+
+    def shared_pids(self) -> list[int]:
+        return self.daemon.shared_pids()
+
+    def prepare(self, spec: SandboxSpec) -> DockerSandbox:
+        self.daemon.ensure()
+        self.daemon.ensure_network()
+        tag = self.daemon.ensure_image(images.ensure(spec.image))
+        return DockerSandbox(self, spec, tag)
+
+    def close(self) -> None:
+        self.daemon.close()
+
+
+class DockerSandbox(Sandbox):
+    host_address = GATEWAY
+
+    def __init__(self, env: DockerEnvironment, spec: SandboxSpec, tag: str) -> None:
+        super().__init__(paths.new_id(), env.name)
+        self.env = env
+        self.spec = spec
+        self.tag = tag
+        self.container_id: str | None = None
+        self.launched = False
+        self.network_path = "docker-bridge" if env.platform is None else "netstack+docker-bridge"
+
+    @property
+    def address(self) -> str:
+        # Resolved lazily: an inspect inside launch() would count in the startup time.
+        if not self._address:
+            cp = run_cmd(
+                [
+                    "docker", "inspect", "--format",
+                    "{{(index .NetworkSettings.Networks \"" + NETWORK + "\").IPAddress}}",
+                    self.name,
+                ],
+                timeout=15,
+            )
+            self._address = cp.stdout.strip()
+        return self._address
+
+    def launch(self, argv: list[str] | None = None) -> None:
+        args = argv or self.spec.argv or IDLE_ARGV
+        cmd = [
+            "docker", "run", "--detach", "--name", self.name,
+            "--label", f"{paths.DOCKER_LABEL}=1",
+            "--runtime", self.env.runtime, "--network", NETWORK,
+            "--ulimit", "nofile=20000:20000",
+        ]
+        lim = self.spec.limits
+        if lim.cpus is not None:
+            cmd += ["--cpus", f"{lim.cpus:g}"]
+        if lim.memory_mib is not None:
+            cmd += ["--memory", f"{lim.memory_mib}m"]
+        if self.spec.volume is not None:
+            cmd += ["--mount", f"type=bind,source={self.spec.volume},target=/data"]
+        for k, v in sorted(self.spec.env.items()):
+            cmd += ["--env", f"{k}={v}"]
+        cmd += [self.tag, *args]
+        self.launched = True
+        try:
+            cp = subprocess.run(cmd, capture_output=True, text=True, timeout=START_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise StepTimeout(f"docker run did not return within {START_TIMEOUT:g} s") from None
+        if cp.returncode != 0:
+            raise SandboxError(f"docker run failed: {cp.stderr.strip()[-400:]}")
+        self.container_id = cp.stdout.strip()
+
+    def exec(self, argv: list[str], timeout: float = 60.0) -> Completed:
+        cp = run_cmd(["docker", "exec", self.name, *argv], timeout=timeout, check=False)
+        return Completed(argv, cp.returncode, cp.stdout, cp.stderr)
+
+    def host_pids(self) -> list[int]:
+        # The containerd shim (its command line carries the full container id) and everything
+        # under it: container processes, or runsc's sandbox, gofer and stubs.
+        if not self.container_id:
+            return []
+        roots = [
+            pid
+            for pid in procs.find_by_cmdline(self.container_id)
+            if _name(pid) not in ("docker", "dockerd", "containerd")
+        ]
+        return procs.descendants(roots)
+
+    def _stop(self) -> None:
+        if self.launched:
+            with contextlib.suppress(SandboxError):
+                run_cmd(["docker", "rm", "--force", self.name], timeout=STOP_TIMEOUT)
+
+
+def _name(pid: int) -> str:
+    try:
+        return psutil.Process(pid).name()
+    except psutil.NoSuchProcess:
+        return ""
+

@@ -1,0 +1,66 @@
+/* sandbench startup probe: the first process of a sandbox.
+ *
+ *   probe HOST_IP PORT [stay|exit]   connect to the host-side listener as soon as the
+ *                                    network stack works, send the sandbox's view of
+ *                                    CLOCK_MONOTONIC (informational), then pause (stay,
+ *                                    the default) or exit.
+ *   probe idle                       just pause: an idle sandbox for memory accounting.
+ *
+ * Static, no libc name resolution: the address is numeric. Connect is retried every 500 us
+ * because a user-space network stack (gVisor netstack) or a guest may come up after the
+ * process starts; the host side times until accept(), so the retry only bounds resolution.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static void on_term(int sig) { (void)sig; _exit(0); }
+
+static void idle(void) {
+    /* As PID 1 a process ignores signals it does not handle: handle TERM/INT to stop cleanly. */
+    signal(SIGTERM, on_term);
+    signal(SIGINT, on_term);
+    for (;;) pause();
+}
+
+int main(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "idle") == 0) idle();
+    if (argc < 3) {
+        fprintf(stderr, "usage: probe HOST_IP PORT [stay|exit] | probe idle\n");
+        return 2;
+    }
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((unsigned short)atoi(argv[2]));
+    if (inet_pton(AF_INET, argv[1], &sa.sin_addr) != 1) {
+        fprintf(stderr, "probe: bad address %s\n", argv[1]);
+        return 2;
+    }
+    /* Bounded: 120 s of retries, then give up so a broken sandbox does not linger. */
+    for (long tries = 0; tries < 240000; tries++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
+            struct timespec ts;
+            char msg[64];
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            int n = snprintf(msg, sizeof msg, "up %lld.%09ld\n", (long long)ts.tv_sec, ts.tv_nsec);
+            if (write(fd, msg, (size_t)n) < 0) perror("probe: write");
+            close(fd);
+            if (argc > 3 && strcmp(argv[3], "exit") == 0) return 0;
+            idle();
+        }
+        if (fd >= 0) close(fd);
+        usleep(500);
+    }
+    fprintf(stderr, "probe: could not connect to %s:%s: %s\n", argv[1], argv[2], strerror(errno));
+    return 1;
+}

@@ -1,0 +1,157 @@
+"""The results directory: an append-only NDJSON journal, run metadata and raw tool outputs.
+
+Layout of a results directory (schema 1):
+
+  meta.json       schema, tool version, profile, plan, host facts, each environment's facts
+  results.jsonl   one JSON record per line, fsync'd as written:
+                    {"type": "sample", "env", "bench", "metric", "value", "unit", "round",
+                     "params", "timestamp", "raw", "flags"}
+                    {"type": "failure", "env", "bench", "round", "error", "params", "timestamp"}
+  raw/            tool outputs as printed (fio/iperf3/sysbench JSON, helper output), named by
+                  env/bench/round; a sample's "raw" field is the path relative to the directory
+  report.*        written by `sandbench report` from the above only
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+JOURNAL = "results.jsonl"
+META = "meta.json"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What a benchmark round returns; the runner turns it into a Sample."""
+
+    metric: str
+    value: float
+    unit: str
+    raw: str | None = None
+    #: Parameters that distinguish cells of one benchmark (disk: pattern and block size).
+    params: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Sample:
+    env: str
+    bench: str
+    metric: str
+    value: float
+    unit: str
+    round: int
+    params: dict[str, Any]
+    timestamp: str
+    raw: str | None = None
+    flags: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    type: str = "sample"
+
+
+@dataclass(frozen=True)
+class Failure:
+    env: str
+    bench: str
+    round: int
+    error: str
+    params: dict[str, Any]
+    timestamp: str
+    type: str = "failure"
+
+
+class SchemaError(Exception):
+    pass
+
+
+class Journal:
+    """Append-only journal. Every record is flushed and fsync'd before the call returns, so a
+    kill -9 loses at most the line being written; readers skip a torn last line."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / JOURNAL
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - lives with the run
+
+    def append(self, record: Sample | Failure) -> None:
+        line = json.dumps(asdict(record), sort_keys=True, separators=(",", ":"))
+        self._fh.write(line + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_records(directory: Path) -> Iterator[dict[str, Any]]:
+    """Every intact record of a journal. A torn last line (a crash mid-write) is skipped with a
+    warning; a corrupt line elsewhere is an error, since that is not what a crash leaves."""
+    path = directory / JOURNAL
+    if not path.exists():
+        return
+    lines = path.read_bytes().split(b"\n")
+    # The file ends with "\n" when intact, so the last element is b"".
+    for i, raw in enumerate(lines):
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw)
+        except ValueError:
+            if i == len(lines) - 1:
+                warnings.warn(
+                    f"{path}: ignoring a torn last line ({len(raw)} bytes), left by an "
+                    "interrupted run",
+                    stacklevel=2,
+                )
+                continue
+            raise SchemaError(f"{path}: line {i + 1} is not JSON") from None
+        yield rec
+
+
+def read_samples(directory: Path) -> list[dict[str, Any]]:
+    return [r for r in read_records(directory) if r.get("type") == "sample"]
+
+
+def read_failures(directory: Path) -> list[dict[str, Any]]:
+    return [r for r in read_records(directory) if r.get("type") == "failure"]
+
+
+def write_meta(directory: Path, meta: dict[str, Any]) -> None:
+    """Atomically (write + rename) so a crash never leaves half a meta.json."""
+    meta = {"schema": SCHEMA_VERSION, **meta}
+    tmp = directory / (META + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, directory / META)
+
+
+def read_meta(directory: Path) -> dict[str, Any]:
+    path = directory / META
+    if not path.exists():
+        raise SchemaError(f"{directory}: no {META}; not a sandbench results directory")
+    meta: dict[str, Any] = json.loads(path.read_text())
+    schema = meta.get("schema")
+    if schema != SCHEMA_VERSION:
+        raise SchemaError(
+            f"{path}: results schema {schema!r} is not the one this sandbench reads "
+            f"({SCHEMA_VERSION}); use the sandbench version that wrote it"
+        )
+    return meta
