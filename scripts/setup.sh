@@ -51,6 +51,16 @@ SRC
   rm -f /usr/sbin/policy-rc.d
 fi
 
+# crun refuses a hybrid cgroup layout while cgroup v2 still holds controllers (hugetlb on our
+# machines): hand those controllers to v1 hierarchies. Lasts until reboot; runc and runsc are
+# unaffected. Skipped on hosts that run cgroup v2 only.
+if [[ -f /sys/fs/cgroup/unified/cgroup.controllers ]]; then
+  for c in $(cat /sys/fs/cgroup/unified/cgroup.controllers); do
+    mkdir -p "/sys/fs/cgroup/$c"
+    mountpoint -q "/sys/fs/cgroup/$c" || mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c" || true
+  done
+fi
+
 if [[ ! -x .venv/bin/python ]]; then
   python3 -m venv .venv
 fi

@@ -113,6 +113,15 @@ def cgroup_dirs() -> list[Path]:
     return out
 
 
+def remove_empty_cgroups(name: str = "sandbench") -> None:
+    """Runtimes remove a container's cgroup but leave the shared parent (`sandbench/`, or
+    `docker/` for a daemon we started): remove it when empty. A busy one stays (EBUSY)."""
+    base = Path("/sys/fs/cgroup")
+    for hier in [base, *base.iterdir()] if base.exists() else []:
+        with contextlib.suppress(OSError):
+            (hier / name).rmdir()
+
+
 def clean(dry_run: bool = False) -> list[str]:
     """Remove leftovers; returns a line per item found (removed unless dry_run)."""
     found: list[str] = []

@@ -195,14 +195,20 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from sandbench.study import Runner
 
     plan, notes = resolve_plan(args)
-    for n in notes:
-        console.print(f"[yellow]{n}")
     if not plan.envs:
         raise UsageError("no environment is available on this machine; run `sandbench doctor`")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.out) if args.out else Path("results") / f"{stamp}-{args.profile}"
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(out, 0o700)
+    try:
+        out.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(out, 0o700)  # results may name hosts and versions: owner only
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"--out {str(out)!r} is not writable: {e.strerror}") from None
+    for n in notes:
+        console.print(f"[yellow]{n}")
     console.print(f"results: {out}")
     runner = Runner(plan, out, console)
     try:

@@ -71,15 +71,6 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def remove_empty_cgroup_parents() -> None:
-    """Runtimes remove their container's cgroup but leave the shared `sandbench` parent."""
-    from sandbench.cleanup import cgroup_dirs
-
-    for d in cgroup_dirs():
-        with contextlib.suppress(OSError):
-            d.rmdir()
-
-
 def _error_text(exc: BaseException) -> str:
     msg = str(exc).strip() or type(exc).__name__
     return f"{type(exc).__name__}: {msg}"
@@ -124,7 +115,6 @@ class Runner:
                 for bench in self.plan.benches:
                     self._run_bench(bench, journal, progress, task)
             finally:
-                remove_empty_cgroup_parents()
                 for env in self.plan.envs:
                     try:
                         env.close()

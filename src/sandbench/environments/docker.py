@@ -16,11 +16,13 @@ import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import psutil
 
 from sandbench import images, paths, procs
+from sandbench.cleanup import remove_empty_cgroups
 from sandbench.environments.base import (
     Availability,
     Completed,
@@ -37,8 +39,6 @@ from sandbench.errors import SandboxError, StepTimeout
 NETWORK = "sandbench"
 SUBNET = "198.19.0.0/24"
 GATEWAY = "198.19.0.1"
-# The daemon's default bridge (docker0) is unused but must not take a private-range address.
-DEFAULT_BIP = "198.19.255.1/24"
 DAEMON_START_TIMEOUT = 60.0
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
@@ -55,6 +55,7 @@ class DockerDaemon:
     def __init__(self) -> None:
         self.owned: subprocess.Popen[bytes] | None = None
         self._network_ready = False
+        self._had_docker_cgroup = True
 
     @staticmethod
     def docker() -> str | None:
@@ -91,7 +92,8 @@ class DockerDaemon:
             "runtimes": runtimes,
             "iptables": False,
             "ip-masq": False,
-            "bip": DEFAULT_BIP,
+            # No docker0: containers use the tool's own network, removed in close().
+            "bridge": "none",
             "exec-opts": ["native.cgroupdriver=cgroupfs"],
         }
 
@@ -104,6 +106,7 @@ class DockerDaemon:
         if dockerd is None:
             raise SandboxError("dockerd not found; install Debian package docker.io")
         d = paths.state("docker")
+        self._had_docker_cgroup = any(Path("/sys/fs/cgroup").glob("*/docker"))
         cfg = d / "daemon.json"
         cfg.write_text(json.dumps(self.config(), indent=2))
         log = open(d / "dockerd.log", "ab")  # noqa: SIM115 - handed to the daemon
@@ -134,9 +137,18 @@ class DockerDaemon:
         if cp.returncode != 0:
             run_cmd(
                 [
-                    "docker", "network", "create", "--driver", "bridge",
-                    "--subnet", SUBNET, "--gateway", GATEWAY,
-                    "--label", f"{paths.DOCKER_LABEL}=1", NETWORK,
+                    "docker",
+                    "network",
+                    "create",
+                    "--driver",
+                    "bridge",
+                    "--subnet",
+                    SUBNET,
+                    "--gateway",
+                    GATEWAY,
+                    "--label",
+                    f"{paths.DOCKER_LABEL}=1",
+                    NETWORK,
                 ],
                 timeout=30,
             )
@@ -147,8 +159,12 @@ class DockerDaemon:
         if cp.returncode != 0:
             run_cmd(
                 [
-                    "docker", "import", "--change", f"LABEL {paths.DOCKER_LABEL}=1",
-                    str(image.tarball), image.tag,
+                    "docker",
+                    "import",
+                    "--change",
+                    f"LABEL {paths.DOCKER_LABEL}=1",
+                    str(image.tarball),
+                    image.tag,
                 ],
                 timeout=600,
             )
@@ -164,6 +180,9 @@ class DockerDaemon:
     def close(self) -> None:
         if self.owned is None:
             return
+        # Our network's bridge link would outlive the daemon: remove it while it answers.
+        run_cmd(["docker", "network", "rm", NETWORK], timeout=30, check=False)
+        self._network_ready = False
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.owned.pid, signal.SIGTERM)
         try:
@@ -175,6 +194,8 @@ class DockerDaemon:
         self.owned = None
         with contextlib.suppress(FileNotFoundError):
             (paths.state("docker") / "owned").unlink()
+        if not self._had_docker_cgroup:
+            remove_empty_cgroups("docker")
 
 
 DAEMON = DockerDaemon()
@@ -270,8 +291,10 @@ class DockerSandbox(Sandbox):
         if not self._address:
             cp = run_cmd(
                 [
-                    "docker", "inspect", "--format",
-                    "{{(index .NetworkSettings.Networks \"" + NETWORK + "\").IPAddress}}",
+                    "docker",
+                    "inspect",
+                    "--format",
+                    '{{(index .NetworkSettings.Networks "' + NETWORK + '").IPAddress}}',
                     self.name,
                 ],
                 timeout=15,
@@ -282,10 +305,19 @@ class DockerSandbox(Sandbox):
     def launch(self, argv: list[str] | None = None) -> None:
         args = argv or self.spec.argv or IDLE_ARGV
         cmd = [
-            "docker", "run", "--detach", "--name", self.name,
-            "--label", f"{paths.DOCKER_LABEL}=1",
-            "--runtime", self.env.runtime, "--network", NETWORK,
-            "--ulimit", "nofile=20000:20000",
+            "docker",
+            "run",
+            "--detach",
+            "--name",
+            self.name,
+            "--label",
+            f"{paths.DOCKER_LABEL}=1",
+            "--runtime",
+            self.env.runtime,
+            "--network",
+            NETWORK,
+            "--ulimit",
+            "nofile=20000:20000",
         ]
         lim = self.spec.limits
         if lim.cpus is not None:
@@ -323,9 +355,22 @@ class DockerSandbox(Sandbox):
         return procs.descendants(roots)
 
     def _stop(self) -> None:
-        if self.launched:
-            with contextlib.suppress(SandboxError):
-                run_cmd(["docker", "rm", "--force", self.name], timeout=STOP_TIMEOUT)
+        if not self.launched:
+            return
+        shims = [psutil.Process(p) for p in self._shim_pids() if _name(p)]
+        with contextlib.suppress(SandboxError):
+            run_cmd(["docker", "rm", "--force", self.name], timeout=STOP_TIMEOUT)
+        # `docker rm` returns before the shim has exited; a stop means nothing is left.
+        psutil.wait_procs(shims, timeout=STOP_TIMEOUT)
+
+    def _shim_pids(self) -> list[int]:
+        if not self.container_id:
+            return []
+        return [
+            p
+            for p in procs.find_by_cmdline(self.container_id)
+            if _name(p).startswith("containerd-shim")
+        ]
 
 
 def _name(pid: int) -> str:
@@ -333,4 +378,3 @@ def _name(pid: int) -> str:
         return psutil.Process(pid).name()
     except psutil.NoSuchProcess:
         return ""
-

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sandbench import images, net, paths, procs
+from sandbench.cleanup import remove_empty_cgroups
 from sandbench.environments import oci_spec, probe_cache
 from sandbench.environments.base import (
     Availability,
@@ -247,4 +248,5 @@ class OciSandbox(Sandbox):
         if self.link is not None:
             net.destroy(self.link)
         shutil.rmtree(self.bundle, ignore_errors=True)
+        remove_empty_cgroups()
 

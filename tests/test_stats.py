@@ -1,0 +1,156 @@
+"""Statistics checked against values computed independently (by hand, `statistics`, scipy)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from sandbench import stats
+
+
+def _samples(env: str, values: list[float], metric: str = "startup_time",
+             params: dict[str, str] | None = None, flags: list[str] | None = None
+             ) -> list[dict[str, object]]:
+    return [{"type": "sample", "env": env, "bench": "b", "metric": metric, "value": v,
+             "unit": "s", "round": i, "params": params or {}, "flags": flags or []}
+            for i, v in enumerate(values)]
+
+
+def test_describe_matches_hand_computed_values() -> None:
+    d = stats.describe([float(x) for x in range(1, 11)])
+    # By hand: median of 1..10 = 5.5; linear-interpolated quartiles 3.25 and 7.75.
+    assert d["n"] == 10
+    assert d["median"] == 5.5
+    assert d["q1"] == pytest.approx(3.25)
+    assert d["q3"] == pytest.approx(7.75)
+    assert d["mean"] == 5.5
+    assert d["min"] == 1.0 and d["max"] == 10.0
+    assert d["stdev"] == pytest.approx(math.sqrt(55 / 6))  # sum((x-5.5)^2) = 82.5, / 9
+    assert d["cov"] == pytest.approx(math.sqrt(55 / 6) / 5.5)
+
+
+def test_describe_agrees_with_statistics_module() -> None:
+    rng = np.random.default_rng(7)
+    values = rng.lognormal(0.0, 0.5, size=37).tolist()
+    d = stats.describe(values)
+    q1, med, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    assert d["median"] == pytest.approx(statistics.median(values))
+    assert d["median"] == pytest.approx(med)
+    assert d["q1"] == pytest.approx(q1)
+    assert d["q3"] == pytest.approx(q3)
+    assert d["mean"] == pytest.approx(statistics.fmean(values))
+    assert d["stdev"] == pytest.approx(statistics.stdev(values))
+    assert d["ci_low"] <= d["median"] <= d["ci_high"]
+
+
+def test_single_value_cell() -> None:
+    d = stats.describe([4.0])
+    assert d["median"] == 4.0 and d["ci_low"] == 4.0 and d["ci_high"] == 4.0
+    assert math.isnan(d["stdev"]) and math.isnan(d["cov"])
+
+
+def test_median_ci_is_reproducible() -> None:
+    values = [1.0, 3.0, 2.0, 5.0, 4.0, 9.0, 2.5]
+    assert stats.median_ci(values) == stats.median_ci(values)
+
+
+def test_median_ci_covers_true_median_about_95_percent() -> None:
+    # Lognormal(mu, s) has median exp(mu); across independent draws the 95 % interval should
+    # contain it most of the time (percentile bootstrap under-covers a little at small n).
+    true_median = math.exp(1.0)
+    rng = np.random.default_rng(123)
+    hits = 0
+    trials = 120
+    for _ in range(trials):
+        values = rng.lognormal(1.0, 0.4, size=40).tolist()
+        lo, hi = stats.median_ci(values, n_resamples=2000)
+        hits += lo <= true_median <= hi
+    assert 0.85 <= hits / trials <= 1.0
+
+
+def test_ratio_ci_of_constant_groups_is_exact() -> None:
+    assert stats.ratio_ci([10.0] * 6, [5.0] * 6) == (2.0, 2.0)
+    assert stats.difference_ci([10.0] * 6, [4.0] * 6) == (6.0, 6.0)
+
+
+def test_ratio_ci_brackets_point_ratio() -> None:
+    rng = np.random.default_rng(3)
+    num = (rng.normal(36.0, 1.0, 9)).tolist()
+    den = (rng.normal(1.0, 0.03, 9)).tolist()
+    lo, hi = stats.ratio_ci(num, den)
+    point = statistics.median(num) / statistics.median(den)
+    assert lo <= point <= hi
+    assert lo > 30 and hi < 42
+
+
+def test_ratio_with_zero_denominator_is_undefined() -> None:
+    assert stats.safe_ratio(3.0, 0.0) is None
+    lo, hi = stats.ratio_ci([1.0, 2.0], [0.0, 0.0])
+    assert math.isnan(lo) and math.isnan(hi)
+
+
+def test_mann_whitney_matches_scipy_and_handles_degenerate_input() -> None:
+    a = [1.0, 2.0, 3.0, 4.0, 5.0]
+    b = [6.0, 7.0, 8.0, 9.0, 10.0]
+    expected = sps.mannwhitneyu(a, b, alternative="two-sided").pvalue
+    assert stats.mann_whitney(a, b) == pytest.approx(expected)
+    # Exact two-sided p for complete separation of 5 vs 5: 2 / C(10, 5) = 2 / 252.
+    assert stats.mann_whitney(a, b) == pytest.approx(2 / 252)
+    assert stats.mann_whitney([1.0, 1.0], [1.0, 1.0]) == 1.0
+    assert stats.mann_whitney([], [1.0]) == 1.0
+
+
+def test_summarize_ratio_to_baseline() -> None:
+    samples = _samples("host", [1.0, 1.1, 0.9, 1.0, 1.05]) + \
+        _samples("docker", [2.0, 2.2, 1.8, 2.0, 2.1])
+    cells = {c.env: c for c in stats.summarize(samples, baseline="host")}
+    assert cells["docker"].median == 2.0
+    assert cells["docker"].ratio == pytest.approx(2.0)
+    assert cells["docker"].ratio_low is not None and cells["docker"].ratio_high is not None
+    assert cells["docker"].ratio_low <= 2.0 <= cells["docker"].ratio_high
+    assert cells["host"].ratio == pytest.approx(1.0)
+
+
+def test_summarize_without_baseline_gives_no_ratio() -> None:
+    cells = stats.summarize(_samples("docker", [1.0, 2.0, 3.0]), baseline="host")
+    assert cells[0].ratio is None and cells[0].ratio_low is None
+
+
+def test_cells_are_split_by_params() -> None:
+    samples = _samples("host", [1.0, 2.0], "latency", {"pattern": "seqread", "bs": "16k"}) + \
+        _samples("host", [10.0, 20.0], "latency", {"bs": "1m", "pattern": "seqread"})
+    cells = stats.summarize(samples)
+    assert sorted(c.median for c in cells) == [1.5, 15.0]
+    assert stats.params_text(cells[0].params) in {"bs=16k pattern=seqread",
+                                                  "bs=1m pattern=seqread"}
+
+
+def test_warnings_noisy_thin_and_flags() -> None:
+    noisy = _samples("runc", [1.0, 1.3, 0.8, 1.2, 0.7, 1.1])  # CoV about 20 %
+    thin = _samples("crun", [1.0, 1.0, 1.0])
+    emulated = _samples("qemu-vm", [5.0] * 6, flags=["emulated"])
+    quiet = _samples("host", [1.0, 1.001, 0.999, 1.0, 1.0])
+    warns = stats.warnings_for(stats.summarize(noisy + thin + emulated + quiet))
+    kinds = {(w.kind, w.env) for w in warns}
+    assert ("noisy", "runc") in kinds
+    assert ("thin", "crun") in kinds
+    assert ("emulated", "qemu-vm") in kinds
+    assert not any(w.env == "host" for w in warns)
+    emu = next(w for w in warns if w.kind == "emulated")
+    assert "not comparable" in emu.text()
+    assert all(w.advice for w in warns)
+
+
+def test_event_counts_are_not_called_noisy_and_long_lists_are_cut() -> None:
+    retrans = _samples("docker", [0.0, 3.0, 0.0, 1.0, 0.0, 0.0], metric="retransmits")
+    assert not stats.warnings_for(stats.summarize(retrans))
+    many = [s for i in range(10)
+            for s in _samples("runc", [1.0, 1.5, 0.6, 1.2, 0.8], metric=f"m{i}")]
+    quiet = _samples("runc", [1.0] * 5, metric="steady")
+    (w,) = stats.warnings_for(stats.summarize(many + quiet))
+    assert w.kind == "noisy" and len(w.cells) == stats.MAX_LISTED + 1
+    assert w.cells[-1] == "and 4 more"
