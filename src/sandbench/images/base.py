@@ -169,4 +169,4 @@ def get_builder(name: str) -> ImageBuilder:
 
 def _load() -> None:
     # Import for the side effect of registration.
-    from sandbench.images import minimal  # noqa: F401
+    from sandbench.images import full, minimal  # noqa: F401
