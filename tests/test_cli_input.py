@@ -22,7 +22,7 @@ CASES = [
     (["run", "--baseline", "vmware"], "unknown baseline 'vmware'"),
     (["run", "--out", "/proc/sandbench-results"], "is not writable"),
     (["run", "--frobnicate"], "unrecognized arguments: --frobnicate"),
-    (["image", "build", "huge"], "unknown image 'huge'; known: minimal"),
+    (["image", "build", "huge"], "unknown image 'huge'; known: full, minimal"),
     (["report", "/nonexistent-dir"], "not a sandbench results directory"),
     (["frob"], "invalid choice: 'frob'"),
 ]

@@ -146,7 +146,7 @@ def clean(dry_run: bool = False) -> list[str]:
         act(f"docker image {i}", lambda i=i: _run(["docker", "rmi", "--force", i]))
     pid = _owned_dockerd()
     if pid is not None:
-        act(f"dockerd {pid} started by sandbench", lambda: os.kill(pid, signal.SIGTERM))
+        act(f"dockerd {pid} started by sandbench", lambda: _stop_dockerd(pid))
     for spid in _stray_processes():
         act(f"process {spid}", lambda spid=spid: os.kill(spid, signal.SIGKILL))
     for ns in net.owned_netns():
@@ -163,6 +163,26 @@ def clean(dry_run: bool = False) -> list[str]:
             for entry in sorted(d.iterdir()):
                 act(f"state {entry}", lambda e=entry: _rm(e))
     return found
+
+
+def _stop_dockerd(pid: int) -> None:
+    """SIGTERM, then wait (bounded) for the daemon and its shims to go, as a run's close does."""
+    proc = psutil.Process(pid)
+    shims = [
+        p
+        for p in psutil.process_iter(["name"])
+        if (p.info["name"] or "").startswith("containerd-shim")
+    ]
+    os.kill(pid, signal.SIGTERM)
+    _gone, alive = psutil.wait_procs([proc, *shims], timeout=30)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    marker = paths.STATE_DIR / "docker" / "created-cgroup"
+    if marker.exists():
+        remove_empty_cgroups("docker")
+        marker.unlink()
+    (paths.STATE_DIR / "docker" / "owned").unlink(missing_ok=True)
 
 
 def _rm(p: Path) -> None:

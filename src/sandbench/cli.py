@@ -7,6 +7,7 @@ before anything is written.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import statistics
@@ -56,9 +57,7 @@ def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):
-        raise UsageError(
-            f"--out {str(out)!r} already holds files; give a new or empty directory"
-        )
+        raise UsageError(f"--out {str(out)!r} already holds files; give a new or empty directory")
     parent = out if out.is_dir() else out.parent
     while not parent.exists():
         parent = parent.parent
@@ -81,12 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     ib.add_argument("--force", action="store_true", help="rebuild even if cached")
 
     r = sub.add_parser("run", help="run a study")
-    r.add_argument("--profile", default="quick", help="quick (minutes) or paper (hours)")
+    r.add_argument("--profile", help="quick (minutes, the default) or paper (hours)")
     r.add_argument("--env", help="comma-separated environments (default: all available)")
     r.add_argument("--bench", help="comma-separated benchmarks (default: all)")
     r.add_argument("--rounds", help="override every benchmark's number of rounds")
     r.add_argument("--out", help="results directory (default: results/<time>-<profile>)")
-    r.add_argument("--baseline", default="host", help="environment ratios are computed against")
+    r.add_argument("--baseline", help="environment ratios are computed against (default host)")
+    r.add_argument("--study", help="TOML study file (flags given as well override it)")
+    r.add_argument("--resume", metavar="DIR", help="finish an interrupted run in DIR")
     r.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
 
     rep = sub.add_parser("report", help="write report.html, report.md and figures for a run")
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cl = sub.add_parser("clean", help="remove what killed or crashed runs left behind")
     cl.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    cl.add_argument("--force", action="store_true", help="clean even while a run is active")
     return p
 
 
@@ -148,23 +150,39 @@ def cmd_image(args: argparse.Namespace, console: Console) -> int:
 
 def resolve_plan(args: argparse.Namespace) -> tuple[Any, list[str]]:
     """Validate every input and check availability; raises UsageError before any write."""
+    from sandbench.benchmarks.base import DEFAULT_TIMEOUTS
     from sandbench.benchmarks.registry import all_benchmarks
     from sandbench.environments.registry import all_environments
     from sandbench.study import PROFILES, Plan
+    from sandbench.studyfile import Study
+    from sandbench.studyfile import load as load_study
 
-    if args.profile not in PROFILES:
-        raise UsageError(f"unknown profile {args.profile!r}; allowed: {', '.join(PROFILES)}")
     envs = all_environments()
     benches = all_benchmarks()
     env_names = [e.name for e in envs]
-    wanted_envs = _split(args.env, env_names, "environment") if args.env else None
+    study = Study()
+    if args.study:
+        study = load_study(
+            Path(args.study),
+            env_names,
+            {b.name: b.params("quick") | b.params("paper") for b in benches},
+            PROFILES,
+            list(DEFAULT_TIMEOUTS),
+        )
+    profile = args.profile or study.profile or "quick"
+    if profile not in PROFILES:
+        raise UsageError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
+    args.profile = profile
+    wanted_envs = _split(args.env, env_names, "environment") if args.env else study.envs
     wanted_benches = (
-        _split(args.bench, [b.name for b in benches], "benchmark") if args.bench else None
+        _split(args.bench, [b.name for b in benches], "benchmark") if args.bench else study.benches
     )
-    rounds = _positive_int(args.rounds, "--rounds") if args.rounds is not None else None
+    rounds = _positive_int(args.rounds, "--rounds") if args.rounds is not None else study.rounds
+    args.baseline = args.baseline or study.baseline or "host"
     if args.baseline not in env_names:
         raise UsageError(f"unknown baseline {args.baseline!r}; known: {', '.join(env_names)}")
-    if args.out:
+    args.out = args.out or study.out
+    if args.out and not args.resume:
         _check_out(Path(args.out))
 
     chosen = [e for e in envs if wanted_envs is None or e.name in wanted_envs]
@@ -187,6 +205,8 @@ def resolve_plan(args: argparse.Namespace) -> tuple[Any, list[str]]:
         rounds_override=rounds,
         unavailable=unavailable,
         baseline=args.baseline,
+        overrides=study.bench,
+        timeouts=study.timeouts,
     )
     return plan, notes
 
@@ -194,33 +214,136 @@ def resolve_plan(args: argparse.Namespace) -> tuple[Any, list[str]]:
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from sandbench.study import Runner
 
+    previous = None
+    if args.resume:
+        previous = _resume_args(args)
     plan, notes = resolve_plan(args)
+    if previous is not None:
+        _check_resume(previous, plan)
+        # The stored parameters are the plan: resume measures exactly what the run began.
+        plan.overrides = previous["plan"]["params"]
+        plan.timeouts = previous["plan"].get("timeouts", {})
     if not plan.envs:
         raise UsageError("no environment is available on this machine; run `sandbench doctor`")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.out) if args.out else Path("results") / f"{stamp}-{args.profile}"
-    try:
-        out.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(out, 0o700)  # results may name hosts and versions: owner only
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise UsageError(f"--out {str(out)!r} is not writable: {e.strerror}") from None
+    if previous is None:
+        try:
+            out.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(out, 0o700)  # results may name hosts and versions: owner only
+            probe = out / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise UsageError(f"--out {str(out)!r} is not writable: {e.strerror}") from None
     for n in notes:
         console.print(f"[yellow]{n}")
+    _warn_leftovers(console)
     console.print(f"results: {out}")
-    runner = Runner(plan, out, console)
+    runner = Runner(plan, out, console, previous=previous)
     try:
         runner.run()
     except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted; finished samples are kept in {out}")
+        console.print(
+            f"[yellow]interrupted; every finished sample is kept in {out}. "
+            f"Resume with: sandbench run --resume {out}"
+        )
         return 130
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            sys.stderr.write(
+                f"sandbench: error: results disk full writing {out} ({e.strerror}); samples "
+                f"journaled before are intact; free space, then: sandbench run --resume {out}\n"
+            )
+            return 1
+        raise
     print_summary(out, console)
     if not args.no_report:
         _report(out, args.baseline, console)
     console.print(f"results directory: {out}")
     return 0
+
+
+def _resume_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Load the run to resume; flags must not change its plan."""
+    from sandbench.results import SchemaError, read_meta
+
+    out = Path(args.resume)
+    try:
+        meta = read_meta(out)
+    except SchemaError as e:
+        raise UsageError(f"--resume: {e}") from None
+    if meta.get("finished"):
+        raise UsageError(f"--resume {str(out)!r}: that run finished; nothing to resume")
+    if args.out and Path(args.out).resolve() != out.resolve():
+        raise UsageError("--resume and --out name different directories; give only --resume")
+    plan = meta["plan"]
+    stored = {
+        "--profile": meta["profile"],
+        "--env": ",".join(plan["envs"]),
+        "--bench": ",".join(plan["benches"]),
+        "--rounds": None if plan.get("rounds_override") is None else str(plan["rounds_override"]),
+        "--baseline": meta.get("baseline"),
+    }
+    given = {
+        "--profile": args.profile,
+        "--env": args.env,
+        "--bench": args.bench,
+        "--rounds": args.rounds,
+        "--baseline": args.baseline,
+    }
+    for flag, value in given.items():
+        if value is not None and value != stored[flag]:
+            raise UsageError(
+                f"--resume: {flag} {value!r} differs from the run's plan ({stored[flag]!r})"
+            )
+    if args.study:
+        raise UsageError("--resume takes the plan from the run; do not give --study")
+    args.profile = stored["--profile"]
+    args.env = stored["--env"]
+    args.bench = stored["--bench"]
+    args.rounds = stored["--rounds"]
+    args.baseline = stored["--baseline"]
+    args.out = str(out)
+    return meta
+
+
+def _check_resume(meta: dict[str, Any], plan: Any) -> None:
+    """Refuse when the machine or the tool would not produce comparable cells."""
+    from sandbench.hostfacts import host_facts
+
+    host = host_facts()
+    for key in ("kernel", "cpu_model", "cores"):
+        if meta["host"].get(key) != host.get(key):
+            raise UsageError(
+                f"--resume: host {key} differs: run has {meta['host'].get(key)!r}, "
+                f"this machine {host.get(key)!r}"
+            )
+    for env in plan.envs:
+        before = meta["environments"].get(env.name, {})
+        now = env.facts()
+        for key in ("version", "runtime_version", "platform", "accel"):
+            if before.get(key) != now.get(key):
+                raise UsageError(
+                    f"--resume: {env.name} {key} differs: run has {before.get(key)!r}, "
+                    f"now {now.get(key)!r}"
+                )
+
+
+def _warn_leftovers(console: Console) -> None:
+    """Leftover sandboxes of an earlier run poison the next one (Kata's metrics lesson)."""
+    from sandbench.cleanup import clean
+    from sandbench.study import active_runs
+
+    if active_runs():
+        console.print("[yellow]another sandbench run is active; skipping the leftover check")
+        return
+    found = clean(dry_run=True)
+    if found:
+        console.print(
+            f"[yellow]the host is not clean: {len(found)} leftover(s) of earlier runs "
+            f"(first: {found[0]}); run `sandbench clean` for a fair measurement"
+        )
 
 
 def _report(out: Path, baseline: str | None, console: Console) -> None:
@@ -292,6 +415,14 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_clean(args: argparse.Namespace, console: Console) -> int:
     from sandbench.cleanup import clean
+    from sandbench.study import active_runs
+
+    live = active_runs()
+    if live and not args.force and not args.dry_run:
+        pid, out = live[0]
+        raise UsageError(
+            f"a sandbench run is active (pid {pid}, {out}); stop it first or use --force"
+        )
 
     found = clean(dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"

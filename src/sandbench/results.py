@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,8 +85,15 @@ class Journal:
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - lives with the run
 
     def append(self, record: Sample | Failure) -> None:
-        line = json.dumps(asdict(record), sort_keys=True, separators=(",", ":"))
-        self._fh.write(line + "\n")
+        self.append_many([record])
+
+    def append_many(self, records: Sequence[Sample | Failure]) -> None:
+        """All records of one cell in a single write(2): a kill leaves the whole cell or none
+        of it, so a resumed run never sees half a cell."""
+        blob = "".join(
+            json.dumps(asdict(r), sort_keys=True, separators=(",", ":")) + "\n" for r in records
+        )
+        self._fh.write(blob)
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
@@ -131,6 +138,11 @@ def read_samples(directory: Path) -> list[dict[str, Any]]:
 
 def read_failures(directory: Path) -> list[dict[str, Any]]:
     return [r for r in read_records(directory) if r.get("type") == "failure"]
+
+
+def finished_cells(directory: Path) -> set[tuple[str, str, int]]:
+    """(env, bench, round) of every cell with an outcome (samples or a failure)."""
+    return {(r["env"], r["bench"], int(r["round"])) for r in read_records(directory)}
 
 
 def write_meta(directory: Path, meta: dict[str, Any]) -> None:

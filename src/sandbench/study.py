@@ -8,6 +8,8 @@ Every sample is journaled (fsync'd) as soon as it is measured.
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import signal
 import traceback
 from collections.abc import Iterator
@@ -20,11 +22,11 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sandbench import __version__
-from sandbench.benchmarks.base import Benchmark, RoundFn, RunContext
+from sandbench import __version__, paths
+from sandbench.benchmarks.base import DEFAULT_TIMEOUTS, Benchmark, RoundFn, RunContext
 from sandbench.environments.base import Environment
 from sandbench.hostfacts import host_facts
-from sandbench.results import Failure, Journal, Sample, now_iso, write_meta
+from sandbench.results import Failure, Journal, Sample, finished_cells, now_iso, write_meta
 
 PROFILES = ("quick", "paper")
 
@@ -37,9 +39,14 @@ class Plan:
     rounds_override: int | None = None
     unavailable: dict[str, str] = field(default_factory=dict)
     baseline: str = "host"
+    #: Per-benchmark parameter overrides (from a study file).
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Step timeouts overriding DEFAULT_TIMEOUTS.
+    timeouts: dict[str, float] = field(default_factory=dict)
 
     def params(self, bench: Benchmark) -> dict[str, Any]:
         p = bench.params(self.profile)
+        p.update(self.overrides.get(bench.name, {}))
         if self.rounds_override is not None:
             p["rounds"] = self.rounds_override
         return p
@@ -54,6 +61,7 @@ class Plan:
             "rounds": {b.name: int(self.params(b)["rounds"]) for b in self.benches},
             "params": {b.name: self.params(b) for b in self.benches},
             "rounds_override": self.rounds_override,
+            "timeouts": {**DEFAULT_TIMEOUTS, **self.timeouts},
         }
 
 
@@ -71,21 +79,58 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
+def active_runs() -> list[tuple[int, str]]:
+    """(pid, results dir) of sandbench runs alive now, from their lock files."""
+    import psutil
+
+    d = paths.STATE_DIR / "runs"
+    out = []
+    if d.is_dir():
+        for f in d.iterdir():
+            try:
+                pid = int(f.name)
+            except ValueError:
+                continue
+            if psutil.pid_exists(pid) and pid != os.getpid():
+                out.append((pid, f.read_text().strip()))
+            elif not psutil.pid_exists(pid):
+                f.unlink(missing_ok=True)
+    return out
+
+
+@contextlib.contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """Marks this run as alive so that `sandbench clean` leaves its sandboxes alone."""
+    f = paths.state("runs") / str(os.getpid())
+    f.write_text(str(out.resolve()))
+    try:
+        yield
+    finally:
+        f.unlink(missing_ok=True)
+
+
 def _error_text(exc: BaseException) -> str:
     msg = str(exc).strip() or type(exc).__name__
     return f"{type(exc).__name__}: {msg}"
 
 
 class Runner:
-    def __init__(self, plan: Plan, out: Path, console: Console) -> None:
+    def __init__(
+        self, plan: Plan, out: Path, console: Console, previous: dict[str, Any] | None = None
+    ) -> None:
         self.plan = plan
         self.out = out
         self.console = console
-        self.ctx = RunContext(out=out, profile=plan.profile)
+        self.ctx = RunContext(
+            out=out, profile=plan.profile, timeouts={**DEFAULT_TIMEOUTS, **plan.timeouts}
+        )
         self.failures = 0
+        #: meta.json of the run being resumed, if any.
+        self.previous = previous
+        self.done = finished_cells(out) if previous else set()
 
     def meta(self) -> dict[str, Any]:
-        return {
+        meta = {
             "tool_version": __version__,
             "created": now_iso(),
             "profile": self.plan.profile,
@@ -95,10 +140,24 @@ class Runner:
             "unavailable": self.plan.unavailable,
             "baseline": self.plan.baseline,
         }
+        if self.previous:
+            meta["created"] = self.previous["created"]
+            meta["resumed"] = [*self.previous.get("resumed", []), now_iso()]
+        return meta
+
+    def pending(self) -> int:
+        return sum(
+            1
+            for b in self.plan.benches
+            for r in range(int(self.plan.params(b)["rounds"]))
+            for e in self.plan.envs
+            if (e.name, b.name, r) not in self.done
+        )
 
     def run(self) -> None:
         write_meta(self.out, self.meta())
         with (
+            run_lock(self.out),
             sigterm_as_interrupt(),
             Journal(self.out) as journal,
             Progress(
@@ -110,7 +169,7 @@ class Runner:
                 transient=True,
             ) as progress,
         ):
-            task = progress.add_task("starting", total=self.plan.cells())
+            task = progress.add_task("starting", total=self.pending())
             try:
                 for bench in self.plan.benches:
                     self._run_bench(bench, journal, progress, task)
@@ -127,55 +186,69 @@ class Runner:
         params = self.plan.params(bench)
         rounds = int(params["rounds"])
         flags = {e.name: e.flags() for e in self.plan.envs}
+        todo = {
+            e.name: [r for r in range(rounds) if (e.name, bench.name, r) not in self.done]
+            for e in self.plan.envs
+        }
 
-        def fail(env: Environment, rnd: int, exc: BaseException) -> None:
-            self.failures += 1
-            journal.append(
-                Failure(env.name, bench.name, rnd, _error_text(exc), {}, now_iso())
+        def fail(env: Environment, rnds: list[int], exc: BaseException) -> None:
+            self.failures += len(rnds)
+            text = _error_text(exc)
+            journal.append_many(
+                [Failure(env.name, bench.name, r, text, {}, now_iso()) for r in rnds]
             )
-            self.console.print(f"[red]{bench.name} on {env.name}, round {rnd}: {_error_text(exc)}")
+            self.console.print(f"[red]{bench.name} on {env.name}, round {rnds[0]}: {text}")
             debug = self.ctx.log_path(env.name, bench.name, "errors.log")
             with open(debug, "a") as fh:
-                fh.write(f"--- round {rnd}\n{traceback.format_exc()}\n")
+                fh.write(f"--- rounds {rnds}\n{traceback.format_exc()}\n")
+            progress.advance(task, len(rnds))
 
         with ExitStack() as stack:
             sessions: dict[str, RoundFn] = {}
             for env in self.plan.envs:
+                if not todo[env.name]:
+                    continue
                 progress.update(task, description=f"{bench.name}: setting up {env.name}")
                 try:
                     sessions[env.name] = stack.enter_context(bench.session(env, self.ctx, params))
                 except Exception as exc:  # noqa: BLE001 - the cell fails, the study goes on
-                    for rnd in range(rounds):
-                        fail(env, rnd, exc)
-                        progress.advance(task)
+                    fail(env, todo[env.name], exc)
             for rnd in range(rounds):
                 for env in self.plan.envs:
                     fn = sessions.get(env.name)
-                    if fn is None:
+                    if fn is None or rnd not in todo[env.name]:
                         continue
                     progress.update(
                         task, description=f"{bench.name} {env.name} round {rnd + 1}/{rounds}"
                     )
                     try:
                         measured = fn(rnd)
+                    except OSError as exc:
+                        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                            raise  # the results disk is full: no later cell can be kept
+                        fail(env, [rnd], exc)
+                        continue
                     except Exception as exc:  # noqa: BLE001 - the cell fails, the study goes on
-                        fail(env, rnd, exc)
-                    else:
-                        for m in measured:
-                            journal.append(
-                                Sample(
-                                    env=env.name,
-                                    bench=bench.name,
-                                    metric=m.metric,
-                                    value=float(m.value),
-                                    unit=m.unit,
-                                    round=rnd,
-                                    params=m.params,
-                                    timestamp=now_iso(),
-                                    raw=m.raw,
-                                    flags=flags[env.name],
-                                    extra=m.extra,
-                                )
+                        fail(env, [rnd], exc)
+                        continue
+                    stamp = now_iso()
+                    journal.append_many(
+                        [
+                            Sample(
+                                env=env.name,
+                                bench=bench.name,
+                                metric=m.metric,
+                                value=float(m.value),
+                                unit=m.unit,
+                                round=rnd,
+                                params=m.params,
+                                timestamp=stamp,
+                                raw=m.raw,
+                                flags=flags[env.name],
+                                extra=m.extra,
                             )
+                            for m in measured
+                        ]
+                    )
                     progress.advance(task)
             progress.update(task, description=f"{bench.name}: tearing down")

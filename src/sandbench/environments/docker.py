@@ -107,6 +107,9 @@ class DockerDaemon:
             raise SandboxError("dockerd not found; install Debian package docker.io")
         d = paths.state("docker")
         self._had_docker_cgroup = any(Path("/sys/fs/cgroup").glob("*/docker"))
+        if not self._had_docker_cgroup:
+            # Lets `sandbench clean` remove the daemon's cgroup parent after a killed run.
+            (d / "created-cgroup").write_text("")
         cfg = d / "daemon.json"
         cfg.write_text(json.dumps(self.config(), indent=2))
         log = open(d / "dockerd.log", "ab")  # noqa: SIM115 - handed to the daemon
@@ -196,6 +199,7 @@ class DockerDaemon:
             (paths.state("docker") / "owned").unlink()
         if not self._had_docker_cgroup:
             remove_empty_cgroups("docker")
+            (paths.state("docker") / "created-cgroup").unlink(missing_ok=True)
 
 
 DAEMON = DockerDaemon()

@@ -1,0 +1,143 @@
+"""Study files: everything `sandbench run` flags can say, plus per-benchmark parameters and
+step timeouts, in TOML. Validated completely before anything starts; every error names the
+file, the key and what is allowed.
+
+    profile = "quick"                 # quick | paper
+    envs = ["host", "runc"]           # default: every available environment
+    benches = ["startup", "syscall"]  # default: all
+    rounds = 5                        # overrides every benchmark's rounds
+    out = "results/my-study"
+    baseline = "host"
+
+    [timeouts]                        # seconds, per external step
+    start = 60
+
+    [bench.memory]                    # any parameter the benchmark's profile has
+    count = 20
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sandbench.errors import UsageError
+
+TOP_KEYS = ("profile", "envs", "benches", "rounds", "out", "baseline", "timeouts", "bench")
+MAX_FILE_BYTES = 1 << 20
+
+
+@dataclass
+class Study:
+    profile: str | None = None
+    envs: list[str] | None = None
+    benches: list[str] | None = None
+    rounds: int | None = None
+    out: str | None = None
+    baseline: str | None = None
+    timeouts: dict[str, float] = field(default_factory=dict)
+    bench: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _names(path: Path, key: str, value: Any, known: list[str]) -> list[str]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise UsageError(
+            f"{path}: {key} must be a non-empty list of names from: {', '.join(known)}"
+        )
+    for v in value:
+        if v not in known:
+            raise UsageError(f"{path}: {key}: unknown name {v!r}; allowed: {', '.join(known)}")
+    if len(set(value)) != len(value):
+        raise UsageError(f"{path}: {key}: a name is listed twice")
+    return list(value)
+
+
+def _positive_number(path: Path, key: str, value: Any, integer: bool) -> Any:
+    ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
+    if isinstance(value, bool) or not ok_type or value <= 0:
+        kind = "a positive integer" if integer else "a positive number"
+        raise UsageError(f"{path}: {key} must be {kind}, got {value!r}")
+    return value
+
+
+def load(
+    path: Path,
+    env_names: list[str],
+    bench_params: dict[str, dict[str, Any]],
+    profiles: tuple[str, ...],
+    timeout_keys: list[str],
+) -> Study:
+    """Parse and validate a study file against the known environments, benchmarks and their
+    parameters. Raises UsageError naming file and key."""
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise UsageError(f"{path}: larger than {MAX_FILE_BYTES} bytes; not a study file")
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"--study {str(path)!r}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"--study {str(path)!r} is a directory, not a TOML file") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"{path}: invalid TOML: {e}") from None
+    study = Study()
+    for key in data:
+        if key not in TOP_KEYS:
+            raise UsageError(f"{path}: unknown key {key!r}; allowed: {', '.join(TOP_KEYS)}")
+    if "profile" in data:
+        if data["profile"] not in profiles:
+            raise UsageError(
+                f"{path}: profile {data['profile']!r} unknown; allowed: {', '.join(profiles)}"
+            )
+        study.profile = data["profile"]
+    if "envs" in data:
+        study.envs = _names(path, "envs", data["envs"], env_names)
+    if "benches" in data:
+        study.benches = _names(path, "benches", data["benches"], list(bench_params))
+    if "rounds" in data:
+        study.rounds = _positive_number(path, "rounds", data["rounds"], integer=True)
+    for key in ("out", "baseline"):
+        if key in data:
+            if not isinstance(data[key], str) or not data[key] or "\0" in data[key]:
+                raise UsageError(f"{path}: {key} must be a non-empty string")
+            setattr(study, key, data[key])
+    if study.baseline is not None and study.baseline not in env_names:
+        raise UsageError(
+            f"{path}: baseline {study.baseline!r} unknown; allowed: {', '.join(env_names)}"
+        )
+    timeouts = data.get("timeouts", {})
+    if not isinstance(timeouts, dict):
+        raise UsageError(f"{path}: timeouts must be a table of step = seconds")
+    for k, v in timeouts.items():
+        if k not in timeout_keys:
+            raise UsageError(f"{path}: timeouts.{k} unknown; allowed: {', '.join(timeout_keys)}")
+        study.timeouts[k] = float(_positive_number(path, f"timeouts.{k}", v, integer=False))
+    benches = data.get("bench", {})
+    if not isinstance(benches, dict):
+        raise UsageError(f"{path}: bench must be a table of [bench.NAME] sections")
+    for name, params in benches.items():
+        if name not in bench_params:
+            raise UsageError(
+                f"{path}: [bench.{name}] unknown benchmark; allowed: {', '.join(bench_params)}"
+            )
+        if not isinstance(params, dict):
+            raise UsageError(f"{path}: bench.{name} must be a table of parameters")
+        known = bench_params[name]
+        for k, v in params.items():
+            if k not in known:
+                raise UsageError(
+                    f"{path}: bench.{name}.{k} unknown; allowed: {', '.join(sorted(known))}"
+                )
+            default = known[k]
+            if isinstance(default, bool | str | list | dict):
+                if type(v) is not type(default):
+                    raise UsageError(
+                        f"{path}: bench.{name}.{k} must be a {type(default).__name__}, got {v!r}"
+                    )
+            else:
+                _positive_number(path, f"bench.{name}.{k}", v, integer=isinstance(default, int))
+        study.bench[name] = dict(params)
+    return study
