@@ -54,6 +54,9 @@ class DockerDaemon:
 
     def __init__(self) -> None:
         self.owned: subprocess.Popen[bytes] | None = None
+        #: Sticky facts for meta.json, which is rewritten after close() stopped the daemon.
+        self.started_by_us = False
+        self.last_version: str | None = None
         self._network_ready = False
         self._had_docker_cgroup = True
 
@@ -74,7 +77,10 @@ class DockerDaemon:
             )
         except subprocess.TimeoutExpired:
             return None
-        return cp.stdout.strip() if cp.returncode == 0 and cp.stdout.strip() else None
+        version = cp.stdout.strip() if cp.returncode == 0 and cp.stdout.strip() else None
+        if version:
+            self.last_version = version
+        return version
 
     def runtimes(self) -> dict[str, Any]:
         cp = run_cmd(["docker", "info", "--format", "{{json .Runtimes}}"], timeout=15)
@@ -122,6 +128,7 @@ class DockerDaemon:
         )
         log.close()
         (d / "owned").write_text(str(self.owned.pid))
+        self.started_by_us = True
         deadline = time.monotonic() + DAEMON_START_TIMEOUT
         while time.monotonic() < deadline:
             if self.owned.poll() is not None:
@@ -249,13 +256,16 @@ class DockerEnvironment(Environment):
     def facts(self) -> dict[str, Any]:
         f: dict[str, Any] = {
             "binary": shutil.which("dockerd"),
-            "docker_version": self.daemon.server_version() or version_of("dockerd"),
+            "docker_version": self.daemon.server_version()
+            or self.daemon.last_version
+            or version_of("dockerd"),
             "runtime": self.runtime,
             "driver": "docker",
             "network": "docker-bridge" if self.platform is None else "netstack+docker-bridge",
-            "daemon_owned_by_sandbench": self.daemon.owned is not None,
+            "daemon_started_by_sandbench": self.daemon.started_by_us,
         }
-        f["version"] = f["docker_version"]
+        # The binary's version: known before the daemon runs, so resume can compare it.
+        f["version"] = version_of(f["binary"]) if f["binary"] else None
         if self.platform is not None:
             runsc = shutil.which("runsc")
             f["platform"] = self.platform
