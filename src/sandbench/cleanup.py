@@ -80,12 +80,13 @@ def _owned_dockerd() -> int | None:
 
 
 def _stray_processes() -> list[int]:
-    """runsc processes still pointing at the tool's state roots (sentries, gofers)."""
+    """runsc processes still pointing at the tool's state roots (sentries, gofers), and VMs."""
     root = str(paths.STATE_DIR / "oci")
+    vms = f"{paths.STATE_DIR}/vm/"  # QEMU and Firecracker carry their agent socket path
     out = []
     for p in psutil.process_iter(["pid", "cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
-        if f"--root={root}/" in cmd or f"--root {root}/" in cmd:
+        if f"--root={root}/" in cmd or f"--root {root}/" in cmd or vms in cmd:
             out.append(p.info["pid"])
     return out
 
@@ -157,7 +158,7 @@ def clean(dry_run: bool = False) -> list[str]:
         act(f"mount {mnt}", lambda mnt=mnt: _run(["umount", "-l", mnt]))
     for cg in cgroup_dirs():
         act(f"cgroup {cg}", lambda cg=cg: cg.rmdir())
-    for sub in ("bundles", "net"):
+    for sub in ("bundles", "net", "vm"):
         d = paths.STATE_DIR / sub
         if d.is_dir():
             for entry in sorted(d.iterdir()):

@@ -134,6 +134,8 @@ def cmd_doctor(args: argparse.Namespace, console: Console) -> int:
         facts = row["facts"]
         version = facts.get("version") or facts.get("kernel") or ""
         detail = str(version) if row["available"] else row["reason"]
+        if row["available"] and facts.get("accel"):
+            detail += f" [{facts['accel']}: {facts.get('accel_reason', '')}]"
         table.add_row(row["name"], "yes" if row["available"] else "[red]no", detail)
     console.print(table)
     return 0

@@ -1,0 +1,297 @@
+"""Kata Containers through containerd: `ctr run --runtime io.containerd.kata.v2` with the Kata
+configuration of one hypervisor (`--runtime-config-path configuration-qemu.toml` or
+`configuration-fc.toml`), in the containerd namespace `sandbench`.
+
+The image is the tool's rootfs tarball wrapped as a one-layer OCI image archive and imported
+with `ctr image import`. Each container joins a network namespace the tool creates (net.py,
+`--with-ns network:PATH`); Kata bridges that veth into the guest. Memory counts the shim, the
+hypervisor and virtiofsd (everything under the shim plus processes naming the container).
+
+Kata is not packaged in Debian: the driver needs a user-installed containerd-shim-kata-v2 and
+its configuration files, and says which is missing otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from sandbench import images, net, paths, procs
+from sandbench.environments.base import (
+    Availability,
+    Completed,
+    Environment,
+    Sandbox,
+    SandboxSpec,
+    run_cmd,
+)
+from sandbench.environments.oci import IDLE_ARGV
+from sandbench.errors import SandboxError
+
+NAMESPACE = "sandbench"
+RUNTIME = "io.containerd.kata.v2"
+SHIM = "containerd-shim-kata-v2"
+CONFIG_DIRS = [
+    Path("/etc/kata-containers"),
+    Path("/opt/kata/share/defaults/kata-containers"),
+    Path("/usr/share/defaults/kata-containers"),
+]
+START_TIMEOUT = 120.0
+STOP_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class KataVariant:
+    name: str
+    hypervisor: str  # "qemu" or "fc": configuration-<hypervisor>.toml
+    description: str
+
+
+KATA_VARIANTS = [
+    KataVariant("kata-qemu", "qemu", "Kata Containers with QEMU, through containerd"),
+    KataVariant("kata-fc", "fc", "Kata Containers with Firecracker, through containerd"),
+]
+
+
+def config_dirs() -> list[Path]:
+    env = os.environ.get("SANDBENCH_KATA_CONFIG_DIR")
+    return ([Path(env)] if env else []) + CONFIG_DIRS
+
+
+def config_path(hypervisor: str) -> Path | None:
+    for d in config_dirs():
+        p = d / f"configuration-{hypervisor}.toml"
+        if p.is_file():
+            return p
+    return None
+
+
+def run_argv(
+    *,
+    ctr: str,
+    config: Path,
+    netns_path: str,
+    image_ref: str,
+    container_id: str,
+    argv: list[str],
+    env: dict[str, str],
+    memory_mib: int | None = None,
+) -> list[str]:
+    """The `ctr run` command line that starts one Kata container, detached."""
+    cmd = [ctr, "--namespace", NAMESPACE, "run", "--detach",
+           "--runtime", RUNTIME, "--runtime-config-path", str(config),
+           "--with-ns", f"network:{netns_path}",
+           "--label", f"{paths.DOCKER_LABEL}=1"]  # fmt: skip
+    for k, v in env.items():
+        cmd += ["--env", f"{k}={v}"]
+    if memory_mib:
+        cmd += ["--memory-limit", str(memory_mib << 20)]
+    return [*cmd, image_ref, container_id, *argv]
+
+
+def oci_archive(rootfs_tar: Path, ref: str, out: Path) -> None:
+    """A one-layer OCI image-layout archive of a rootfs tarball, named `ref` for ctr import."""
+    h = hashlib.sha256()
+    size = 0
+    with open(rootfs_tar, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+            size += len(chunk)
+    layer = f"sha256:{h.hexdigest()}"
+    config = json.dumps({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [layer]},
+    }).encode()  # fmt: skip
+    cdig = hashlib.sha256(config).hexdigest()
+    manifest = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": f"sha256:{cdig}", "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": layer, "size": size}],
+    }).encode()  # fmt: skip
+    mdig = hashlib.sha256(manifest).hexdigest()
+    index = json.dumps({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "digest": f"sha256:{mdig}", "size": len(manifest),
+                       "annotations": {"io.containerd.image.name": ref,
+                                       "org.opencontainers.image.ref.name": ref}}],
+    }).encode()  # fmt: skip
+
+    def add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
+        ti = tarfile.TarInfo(name)
+        ti.size = len(data)
+        tf.addfile(ti, io.BytesIO(data))
+
+    with tarfile.open(out, "w") as tf:
+        add(tf, "oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
+        add(tf, "index.json", index)
+        add(tf, f"blobs/sha256/{cdig}", config)
+        add(tf, f"blobs/sha256/{mdig}", manifest)
+        tf.add(rootfs_tar, arcname=f"blobs/sha256/{h.hexdigest()}")
+
+
+def _ctr() -> str | None:
+    return shutil.which("ctr")
+
+
+def _containerd_pids() -> list[int]:
+    return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "containerd"]
+
+
+class KataEnvironment(Environment):
+    family = "vm"
+
+    def __init__(self, variant: KataVariant) -> None:
+        self.v = variant
+        self.name = variant.name
+        self.description = variant.description
+        self._imported: set[str] = set()
+
+    def available(self) -> Availability:
+        if shutil.which(SHIM) is None:
+            return Availability.no(
+                f"Kata Containers not installed: {SHIM} not on PATH (not packaged in Debian; "
+                "install a Kata release, e.g. under /opt/kata, and link its shim into PATH)"
+            )
+        if _ctr() is None:
+            return Availability.no("ctr not found; install Debian package containerd")
+        if config_path(self.v.hypervisor) is None:
+            where = ", ".join(str(d) for d in config_dirs())
+            return Availability.no(
+                f"no configuration-{self.v.hypervisor}.toml in {where} "
+                "(or set SANDBENCH_KATA_CONFIG_DIR)"
+            )
+        if self.v.hypervisor == "fc" and shutil.which("firecracker") is None:
+            return Availability.no("kata-fc needs firecracker on PATH")
+        if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+            return Availability.no("Kata needs /dev/kvm (absent or not accessible)")
+        from sandbench.environments.qemu import accel
+
+        try:
+            a = accel()
+        except (SandboxError, RuntimeError) as e:
+            return Availability.no(f"cannot probe KVM: {e}")
+        if a.mode != "kvm":
+            return Availability.no(f"Kata runs only on KVM, unusable here: {a.reason}")
+        cp = run_cmd([_ctr() or "ctr", "version"], timeout=10, check=False)
+        if cp.returncode != 0:
+            return Availability.no(f"containerd does not answer: {cp.stderr.strip()[-200:]}")
+        return Availability.yes()
+
+    def facts(self) -> dict[str, Any]:
+        cfg = config_path(self.v.hypervisor)
+        return {
+            "shim": shutil.which(SHIM),
+            "runtime": RUNTIME,
+            "config": str(cfg) if cfg else None,
+            "hypervisor": self.v.hypervisor,
+            "namespace": NAMESPACE,
+            "driver": "ctr run",
+            "network": "veth+tcfilter",
+        }
+
+    def shared_pids(self) -> list[int]:
+        return _containerd_pids()
+
+    def image_ref(self, name: str) -> str:
+        img = images.ensure(name)
+        ref = f"docker.io/{img.tag}"
+        if ref in self._imported:
+            return ref
+        ctr = _ctr() or "ctr"
+        have = run_cmd([ctr, "-n", NAMESPACE, "image", "ls", "-q"], timeout=30, check=False)
+        if ref not in have.stdout.split():
+            archive = paths.state("kata") / f"{img.key}.oci.tar"
+            try:
+                oci_archive(img.tarball, ref, archive)
+                run_cmd([ctr, "-n", NAMESPACE, "image", "import", str(archive)], timeout=600)
+            finally:
+                archive.unlink(missing_ok=True)
+        self._imported.add(ref)
+        return ref
+
+    def prepare(self, spec: SandboxSpec) -> KataSandbox:
+        return KataSandbox(self, spec)
+
+
+class KataSandbox(Sandbox):
+    def __init__(self, env: KataEnvironment, spec: SandboxSpec) -> None:
+        super().__init__(paths.new_id(), env.name)
+        self.env = env
+        self.spec = spec
+        self.created = False
+        self.network_path = "veth+tcfilter"
+        self.ctr = _ctr() or "ctr"
+        cfg = config_path(env.v.hypervisor)
+        if cfg is None:
+            raise SandboxError(env.available().reason)
+        self.config = cfg
+        self.ref = env.image_ref(spec.image)
+        self.link: net.Link | None = None
+        try:
+            self.link = net.create(self.name)
+        except BaseException:
+            self._stop()
+            raise
+        self._address = self.link.sandbox_ip
+        self.host_address = self.link.host_ip
+
+    def launch(self, argv: list[str] | None = None) -> None:
+        assert self.link is not None
+        cmd = run_argv(
+            ctr=self.ctr,
+            config=self.config,
+            netns_path=self.link.netns_path,
+            image_ref=self.ref,
+            container_id=self.name,
+            argv=argv or self.spec.argv or IDLE_ARGV,
+            env=self.spec.env,
+            memory_mib=self.spec.limits.memory_mib,
+        )
+        self.created = True
+        run_cmd(cmd, timeout=START_TIMEOUT)
+
+    def exec(self, argv: list[str], timeout: float = 60.0) -> Completed:
+        eid = f"x{os.urandom(4).hex()}"
+        cp = run_cmd(
+            [self.ctr, "-n", NAMESPACE, "task", "exec", "--exec-id", eid, self.name, *argv],
+            timeout=timeout,
+            check=False,
+        )
+        return Completed(argv, cp.returncode, cp.stdout, cp.stderr)
+
+    def host_pids(self) -> list[int]:
+        # The shim (its command line names the container id), and under it or naming the
+        # sandbox: the hypervisor and virtiofsd.
+        roots = procs.find_by_cmdline(SHIM, self.name) + procs.find_by_cmdline(
+            f"sandbox-{self.name}"
+        )
+        return procs.descendants(roots)
+
+    def _stop(self) -> None:
+        if self.created:
+            base = [self.ctr, "-n", NAMESPACE]
+            for argv in (
+                [*base, "task", "kill", "--signal", "SIGKILL", self.name],
+                [*base, "task", "delete", "--force", self.name],
+                [*base, "container", "delete", self.name],
+            ):
+                with contextlib.suppress(SandboxError):
+                    run_cmd(argv, timeout=STOP_TIMEOUT, check=False)
+        if self.link is not None:
+            net.destroy(self.link)

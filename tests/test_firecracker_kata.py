@@ -1,0 +1,160 @@
+"""Firecracker and Kata drivers: the configuration they generate, checked against the documented
+formats (Firecracker's --config-file JSON and vsock handshake, ctr run for Kata), and the reason
+available() gives on a machine without them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from sandbench.environments import firecracker, kata
+from sandbench.environments.registry import names
+
+
+def test_registered_after_docker() -> None:
+    n = names()
+    for name in ("qemu-vm", "qemu-microvm", "firecracker", "kata-qemu", "kata-fc"):
+        assert name in n
+    assert n.index("qemu-vm") > max(i for i, x in enumerate(n) if x.startswith("docker"))
+
+
+def test_firecracker_config_matches_documented_format(tmp_path: Path) -> None:
+    cfg = firecracker.vm_config(
+        kernel_image=tmp_path / "vmlinux",
+        initrd=tmp_path / "initrd.gz",
+        boot_args=[*firecracker.BASE_BOOT_ARGS, "sandbench.vsock=52"],
+        drives=[("rootfs", tmp_path / "root.ext4", False), ("data", tmp_path / "d.ext4", False)],
+        tap="sb0123456789h",
+        mac="52:54:00:00:00:01",
+        vcpus=1,
+        memory_mib=256,
+        vsock_uds=tmp_path / "v.sock",
+    )
+    json.dumps(cfg)  # serialisable as the --config-file
+    assert set(cfg) == {"boot-source", "drives", "network-interfaces", "machine-config", "vsock"}
+    boot = cfg["boot-source"]
+    assert boot["kernel_image_path"].endswith("vmlinux")
+    assert boot["initrd_path"].endswith("initrd.gz")
+    for arg in ("console=ttyS0", "reboot=k", "panic=1", "pci=off"):
+        assert arg in boot["boot_args"].split()
+    for d in cfg["drives"]:
+        assert set(d) == {"drive_id", "path_on_host", "is_root_device", "is_read_only"}
+        assert isinstance(d["is_root_device"], bool) and isinstance(d["is_read_only"], bool)
+    assert sum(d["is_root_device"] for d in cfg["drives"]) <= 1
+    (nic,) = cfg["network-interfaces"]
+    assert nic == {"iface_id": "eth0", "host_dev_name": "sb0123456789h",
+                   "guest_mac": "52:54:00:00:00:01"}  # fmt: skip
+    assert cfg["machine-config"]["vcpu_count"] == 1 and cfg["machine-config"]["mem_size_mib"] == 256
+    assert cfg["vsock"]["guest_cid"] >= 3 and cfg["vsock"]["uds_path"].endswith("v.sock")
+
+
+def test_firecracker_boot_args_without_initrd(tmp_path: Path) -> None:
+    cfg = firecracker.vm_config(
+        kernel_image=tmp_path / "vmlinux", initrd=None, boot_args=["console=ttyS0"], drives=[],
+        tap="t", mac="52:54:00:00:00:02", vcpus=2, memory_mib=128, vsock_uds=tmp_path / "v",
+    )  # fmt: skip
+    assert "initrd_path" not in cfg["boot-source"] and cfg["drives"] == []
+
+
+def test_firecracker_unavailable_says_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SANDBENCH_FIRECRACKER", raising=False)
+    monkeypatch.delenv("SANDBENCH_FC_KERNEL", raising=False)
+    env = firecracker.FirecrackerEnvironment()
+    if shutil.which("firecracker") is None:
+        av = env.available()
+        assert not av.ok and "SANDBENCH_FIRECRACKER" in av.reason and "PATH" in av.reason
+    monkeypatch.setenv("SANDBENCH_FIRECRACKER", "/bin/true")
+    av = env.available()
+    assert not av.ok and "SANDBENCH_FC_KERNEL" in av.reason
+    assert env.facts()["binary"] == "/bin/true"
+
+
+def test_firecracker_vsock_handshake(tmp_path: Path) -> None:
+    """The client speaks Firecracker's host-initiated protocol: CONNECT <port>\\n, OK <n>\\n."""
+    import socket
+    import threading
+
+    from sandbench.vm.agent_client import AgentClient
+
+    path = tmp_path / "v.sock"
+    ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    ls.bind(str(path))
+    ls.listen(1)
+    seen: list[bytes] = []
+
+    def fake_firecracker() -> None:
+        conn, _ = ls.accept()
+        with conn:
+            buf = b""
+            while not buf.endswith(b"\n"):
+                buf += conn.recv(1)
+            seen.append(buf)
+            conn.sendall(b"OK 1073741824\n")
+            n = int.from_bytes(conn.recv(4), "big")
+            req = conn.recv(n)
+            rid = req[1:5]
+            body = b"\0" + rid + (0).to_bytes(4, "big") + (0).to_bytes(4, "big") * 2
+            conn.sendall(len(body).to_bytes(4, "big") + body)
+
+    t = threading.Thread(target=fake_firecracker, daemon=True)
+    t.start()
+    c = AgentClient(path, vsock_port=firecracker.VSOCK_PORT)
+    c.wait_ready(5)
+    c.close()
+    t.join(5)
+    ls.close()
+    assert seen == [b"CONNECT 52\n"]
+
+
+def test_kata_run_command(tmp_path: Path) -> None:
+    cmd = kata.run_argv(
+        ctr="ctr", config=Path("/opt/kata/share/defaults/kata-containers/configuration-fc.toml"),
+        netns_path="/var/run/netns/sb0123456789", image_ref="docker.io/sandbench/minimal:abc",
+        container_id="sb0123456789", argv=["/sb/probe", "idle"], env={"A": "1"}, memory_mib=512,
+    )  # fmt: skip
+    assert cmd[:5] == ["ctr", "--namespace", "sandbench", "run", "--detach"]
+    assert cmd[cmd.index("--runtime") + 1] == "io.containerd.kata.v2"
+    assert cmd[cmd.index("--runtime-config-path") + 1].endswith("configuration-fc.toml")
+    assert cmd[cmd.index("--with-ns") + 1] == "network:/var/run/netns/sb0123456789"
+    assert cmd[cmd.index("--env") + 1] == "A=1"
+    assert cmd[cmd.index("--memory-limit") + 1] == str(512 << 20)
+    assert cmd[-4:] == ["docker.io/sandbench/minimal:abc", "sb0123456789", "/sb/probe", "idle"]
+
+
+def test_kata_oci_archive_layout(tmp_path: Path) -> None:
+    rootfs = tmp_path / "rootfs.tar"
+    with tarfile.open(rootfs, "w") as tf:
+        f = tmp_path / "hello"
+        f.write_text("hi")
+        tf.add(f, arcname="hello")
+    out = tmp_path / "img.tar"
+    kata.oci_archive(rootfs, "docker.io/sandbench/minimal:abc", out)
+    with tarfile.open(out) as tf:
+        members = {m.name: m for m in tf.getmembers()}
+        assert "oci-layout" in members and "index.json" in members
+        index = json.loads(tf.extractfile("index.json").read())  # type: ignore[union-attr]
+        (desc,) = index["manifests"]
+        assert desc["annotations"]["io.containerd.image.name"] == "docker.io/sandbench/minimal:abc"
+        manifest = json.loads(
+            tf.extractfile("blobs/sha256/" + desc["digest"].split(":")[1]).read()  # type: ignore[union-attr]
+        )
+        layer = manifest["layers"][0]["digest"].split(":")[1]
+        assert f"blobs/sha256/{layer}" in members
+        config = json.loads(
+            tf.extractfile("blobs/sha256/" + manifest["config"]["digest"].split(":")[1]).read()  # type: ignore[union-attr]
+        )
+        assert config["rootfs"]["diff_ids"] == [f"sha256:{layer}"]
+
+
+@pytest.mark.parametrize("variant", kata.KATA_VARIANTS, ids=lambda v: v.name)
+def test_kata_unavailable_reason(variant: kata.KataVariant) -> None:
+    env = kata.KataEnvironment(variant)
+    av = env.available()
+    if shutil.which(kata.SHIM) is None:
+        assert not av.ok and kata.SHIM in av.reason and "not installed" in av.reason
+    facts = env.facts()
+    assert facts["runtime"] == "io.containerd.kata.v2" and facts["hypervisor"] == variant.hypervisor
