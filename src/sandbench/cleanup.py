@@ -14,11 +14,16 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 from pathlib import Path
 
 import psutil
 
 from sandbench import net, paths
+
+#: Prefixes of the private directories the host environment's servers get under /tmp
+#: (benchmarks/mysql.py app_layout); narrow on purpose: a user's own /tmp/sandbench-* stays.
+HOST_PRIVATE_PREFIXES = ("sandbench-mysqld-", "sandbench-nginx-")
 
 
 def _run(argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess[str] | None:
@@ -82,11 +87,20 @@ def _owned_dockerd() -> int | None:
 def _stray_processes() -> list[int]:
     """runsc processes still pointing at the tool's state roots (sentries, gofers), and VMs."""
     root = str(paths.STATE_DIR / "oci")
-    vms = f"{paths.STATE_DIR}/vm/"  # QEMU and Firecracker carry their agent socket path
+    from sandbench.volume import VOLUME_ROOT
+
+    marks = (
+        f"{paths.STATE_DIR}/vm/",  # QEMU and Firecracker carry their agent socket path
+        f"{paths.CACHE_DIR}/images/",  # the host environment runs helpers from the image
+        *(f"{tempfile.gettempdir()}/{p}" for p in HOST_PRIVATE_PREFIXES),  # host-env servers
+        f"{VOLUME_ROOT}/",
+    )
     out = []
     for p in psutil.process_iter(["pid", "cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
-        if f"--root={root}/" in cmd or f"--root {root}/" in cmd or vms in cmd:
+        if p.info["pid"] == os.getpid():
+            continue
+        if f"--root={root}/" in cmd or f"--root {root}/" in cmd or any(m in cmd for m in marks):
             out.append(p.info["pid"])
     return out
 
@@ -158,6 +172,13 @@ def clean(dry_run: bool = False) -> list[str]:
         act(f"mount {mnt}", lambda mnt=mnt: _run(["umount", "-l", mnt]))
     for cg in cgroup_dirs():
         act(f"cgroup {cg}", lambda cg=cg: cg.rmdir())
+    from sandbench.volume import leftovers as volume_leftovers
+
+    for vol in volume_leftovers():
+        act(f"volume {vol}", lambda vol=vol: _rm(vol))
+    for prefix in HOST_PRIVATE_PREFIXES:
+        for tmp in sorted(Path(tempfile.gettempdir()).glob(f"{prefix}*")):
+            act(f"host-environment directory {tmp}", lambda tmp=tmp: _rm(tmp))
     for sub in ("bundles", "net", "vm"):
         d = paths.STATE_DIR / sub
         if d.is_dir():

@@ -447,7 +447,8 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console(stderr=False)
+    # Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
+    console = Console() if sys.stdout.isatty() else Console(width=220)
     try:
         return COMMANDS[args.cmd](args, console)
     except UsageError as e:
