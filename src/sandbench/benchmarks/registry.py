@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from sandbench.benchmarks.base import Benchmark
+from sandbench.benchmarks.cpu import Cpu
+from sandbench.benchmarks.disk import Disk
 from sandbench.benchmarks.memory import Memory
+from sandbench.benchmarks.mysql import Mysql
+from sandbench.benchmarks.network import Network
+from sandbench.benchmarks.nginx import Nginx
 from sandbench.benchmarks.startup import Startup
 from sandbench.benchmarks.syscall import Syscall
 
 
 def all_benchmarks() -> list[Benchmark]:
-    benches: list[Benchmark] = [Startup(), Memory(), Syscall()]
+    benches: list[Benchmark] = [Startup(), Memory(), Syscall(), Network(), Disk(), Cpu()]
+    benches += [Mysql(), Nginx()]
     names = [b.name for b in benches]
     if len(set(names)) != len(names):
         raise RuntimeError(f"benchmark names registered twice: {names}")
