@@ -29,6 +29,7 @@ from sandbench.hostfacts import host_facts
 from sandbench.results import Failure, Journal, Sample, finished_cells, now_iso, write_meta
 
 PROFILES = ("quick", "paper")
+EMULATED_QUICK_ROUNDS = 3
 
 
 @dataclass
@@ -44,6 +45,15 @@ class Plan:
     #: Step timeouts overriding DEFAULT_TIMEOUTS.
     timeouts: dict[str, float] = field(default_factory=dict)
 
+    def rounds_for(self, env: Environment, bench: Benchmark) -> int:
+        """Rounds of bench in env. The quick profile caps emulated environments (QEMU under
+        TCG: each boot takes seconds to minutes) at EMULATED_QUICK_ROUNDS, so that a quick
+        study stays quick; their numbers are flagged as not comparable anyway."""
+        rounds = int(self.params(bench)["rounds"])
+        if self.profile == "quick" and self.rounds_override is None and "emulated" in env.flags():
+            return min(rounds, EMULATED_QUICK_ROUNDS)
+        return rounds
+
     def params(self, bench: Benchmark) -> dict[str, Any]:
         p = bench.params(self.profile)
         p.update(self.overrides.get(bench.name, {}))
@@ -52,7 +62,7 @@ class Plan:
         return p
 
     def cells(self) -> int:
-        return sum(int(self.params(b)["rounds"]) * len(self.envs) for b in self.benches)
+        return sum(self.rounds_for(e, b) for b in self.benches for e in self.envs)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -61,6 +71,9 @@ class Plan:
             "rounds": {b.name: int(self.params(b)["rounds"]) for b in self.benches},
             "params": {b.name: self.params(b) for b in self.benches},
             "rounds_override": self.rounds_override,
+            "rounds_by_env": {
+                b.name: {e.name: self.rounds_for(e, b) for e in self.envs} for b in self.benches
+            },
             "timeouts": {**DEFAULT_TIMEOUTS, **self.timeouts},
         }
 
@@ -149,8 +162,8 @@ class Runner:
         return sum(
             1
             for b in self.plan.benches
-            for r in range(int(self.plan.params(b)["rounds"]))
             for e in self.plan.envs
+            for r in range(self.plan.rounds_for(e, b))
             if (e.name, b.name, r) not in self.done
         )
 
@@ -187,7 +200,11 @@ class Runner:
         rounds = int(params["rounds"])
         flags = {e.name: e.flags() for e in self.plan.envs}
         todo = {
-            e.name: [r for r in range(rounds) if (e.name, bench.name, r) not in self.done]
+            e.name: [
+                r
+                for r in range(self.plan.rounds_for(e, bench))
+                if (e.name, bench.name, r) not in self.done
+            ]
             for e in self.plan.envs
         }
 

@@ -119,7 +119,7 @@ class Disk(Benchmark):
         "quick": {
             "rounds": 1,
             "size_mib": 256,
-            "runtime_s": 2,
+            "runtime_s": 1,
             "patterns": list(PATTERNS),
             "block_sizes": list(BLOCK_SIZES),
             "cpus": None,

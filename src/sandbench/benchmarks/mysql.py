@@ -370,7 +370,7 @@ class Mysql(Benchmark):
             "rounds": 3,
             "table_size": 50_000,
             "threads": 2,
-            "time_s": 10,
+            "time_s": 5,
             "ready_timeout_s": 300,
             "prepare_timeout_s": 600,
         },
