@@ -91,6 +91,11 @@ class Sandbox(ABC):
         """Run the launch command; argv (or spec.argv, or an idle process) is the first
         process. Returns when the runtime reports the sandbox started."""
 
+    def wait_ready(self) -> float | None:
+        """Block until exec works (a VM's agent answers) and return the seconds waited; start()
+        calls it after launch(). Containers are ready when launch returns."""
+        return None
+
     @abstractmethod
     def exec(self, argv: list[str], timeout: float = 60.0) -> Completed:
         """Run argv inside the sandbox and wait for it."""
@@ -150,6 +155,7 @@ class Environment(ABC):
         sb = self.prepare(spec)
         try:
             sb.launch()
+            sb.wait_ready()
         except BaseException:
             sb.stop()
             raise

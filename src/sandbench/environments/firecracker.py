@@ -153,16 +153,6 @@ class FirecrackerEnvironment(Environment):
     def prepare(self, spec: SandboxSpec) -> FirecrackerSandbox:
         return FirecrackerSandbox(self, spec)
 
-    def start(self, spec: SandboxSpec) -> FirecrackerSandbox:
-        sb = self.prepare(spec)
-        try:
-            sb.launch()
-            sb.wait_ready()
-        except BaseException:
-            sb.stop()
-            raise
-        return sb
-
 
 class FirecrackerSandbox(Sandbox):
     def __init__(self, env: FirecrackerEnvironment, spec: SandboxSpec) -> None:

@@ -247,18 +247,6 @@ class QemuEnvironment(Environment):
     def prepare(self, spec: SandboxSpec) -> QemuSandbox:
         return QemuSandbox(self, spec)
 
-    def start(self, spec: SandboxSpec) -> QemuSandbox:
-        """Prepare, launch and wait until the guest's agent answers: a started VM has booted
-        (the memory benchmark counts booted guests, exec needs the agent)."""
-        sb = self.prepare(spec)
-        try:
-            sb.launch()
-            sb.wait_ready()
-        except BaseException:
-            sb.stop()
-            raise
-        return sb
-
 
 class QemuSandbox(Sandbox):
     def __init__(self, env: QemuEnvironment, spec: SandboxSpec) -> None:
