@@ -115,3 +115,30 @@ def test_rounds_interleaved(core_run: dict[str, Any]) -> None:
     ]
     rounds = [r for r, _ in seq]
     assert rounds == sorted(rounds), "rounds must go A B C A B C, not A A B B"
+
+
+def test_report_from_real_run(core_run: dict[str, Any], tmp_path: Path) -> None:
+    from sandbench.report import write_report
+    from tests.test_report import assert_renders
+
+    html = write_report(core_run["out"])
+    figures = sorted(p.name for p in (core_run["out"] / "figures").glob("*.png"))
+    assert {"startup.png", "memory.png", "syscall.png"} <= set(figures)
+    assert (core_run["out"] / "report.md").read_text().count("| S1 |") == 1
+    assert assert_renders(html, tmp_path) >= 3
+
+
+def test_compare_two_real_runs(tmp_path: Path) -> None:
+    env_or_skip("runc")
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        cp = run_cli("run", "--env", "host,runc", "--bench", "syscall", "--rounds", "6",
+                     "--out", str(out), "--no-report", timeout=300)
+        assert cp.returncode == 0, cp.stderr
+        runs.append(str(out))
+    cp = run_cli("compare", *runs, timeout=120)
+    assert cp.returncode == 0, cp.stderr
+    assert "getpid_latency" in cp.stdout and "runc" in cp.stdout
+    gated = run_cli("compare", *runs, "--fail-on-regression", "--factor", "100", timeout=120)
+    assert gated.returncode == 0, "nothing differs by a factor of 100"

@@ -33,7 +33,7 @@ class Cpu(Benchmark):
     description = "sysbench cpu (primes up to 200,000, 1 thread): events per second and total"
     image = "full"
     profiles = {
-        "quick": {"rounds": 2, "time_s": 10, "max_prime": 200000, "threads": 1},
+        "quick": {"rounds": 1, "time_s": 10, "max_prime": 200000, "threads": 1},
         "paper": {"rounds": 1, "time_s": 600, "max_prime": 200000, "threads": 1},
     }
 

@@ -118,7 +118,7 @@ class Disk(Benchmark):
     profiles = {
         "quick": {
             "rounds": 1,
-            "size_mib": 256,
+            "size_mib": 128,
             "runtime_s": 1,
             "patterns": list(PATTERNS),
             "block_sizes": list(BLOCK_SIZES),

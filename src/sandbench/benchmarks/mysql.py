@@ -367,7 +367,7 @@ class Mysql(Benchmark):
     image = "full"
     profiles = {
         "quick": {
-            "rounds": 3,
+            "rounds": 2,
             "table_size": 50_000,
             "threads": 2,
             "time_s": 5,

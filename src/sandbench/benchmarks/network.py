@@ -108,7 +108,7 @@ class Network(Benchmark):
     name = "network"
     description = "iperf3 TCP throughput, one stream from the host into the sandbox (Gbit/s)"
     image = "full"
-    profiles = {"quick": {"rounds": 3, "duration_s": 5}, "paper": {"rounds": 5, "duration_s": 40}}
+    profiles = {"quick": {"rounds": 2, "duration_s": 5}, "paper": {"rounds": 5, "duration_s": 40}}
 
     @contextmanager
     def session(
