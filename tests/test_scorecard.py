@@ -205,3 +205,23 @@ def test_scorecard_not_measured_names_envs(tmp_path: Path, envs: list[str]) -> N
     assert by_id["W2"].verdict == NOT_MEASURED
     assert "kata-qemu" in by_id["W2"].verdict_text and "kata-fc" in by_id["W2"].verdict_text
     assert by_id["C4"].verdict == HOLDS  # host and docker are enough for C4
+
+
+# --- a group judged on its measured members ------------------------------------------------
+
+def test_group_claim_judged_on_measured_members() -> None:
+    """'gVisor (both platforms)' with only one platform measured: a verdict on that one, the
+    other named as not measured; with none measured, the check is not measured."""
+    samples = cell("docker", 2.0) + cell("gv-ptrace", 1.0)
+    r = verdict(samples, {"kind": "order", "less": ["gv-ptrace", "gv-kvm"],
+                          "greater": ["docker"]})
+    assert r.verdict == HOLDS
+    assert "not measured: gv-kvm" in r.checks[0].measured
+    r = verdict(samples, {"kind": "ratio", "envs": ["docker"], "refs": ["gv-ptrace", "gv-kvm"],
+                          "expected": 2.0})
+    assert r.verdict == HOLDS and "gv-kvm" in r.checks[0].measured
+    r = verdict(samples, {"kind": "order", "less": ["gv-kvm"], "among": ["docker", "gv-kvm"]})
+    assert r.verdict == NOT_MEASURED and "gv-kvm" in r.missing
+    r = verdict(samples, {"kind": "order", "less": ["gv-ptrace", "gv-kvm"],
+                          "among": ["docker", "gv-ptrace", "gv-kvm"]})
+    assert r.verdict == HOLDS
