@@ -168,19 +168,13 @@ def test_resume_after_kill_gives_same_cells(tmp_path: Path) -> None:
     assert _journal_lines(out) > done_before
 
     def cells(d: Path) -> Counter[tuple[str, str, int, str]]:
-        with pytest.warns(UserWarning) if d == out else _null():
-            recs = list(read_records(d))
-        return Counter((r["env"], r["bench"], r["round"], r.get("metric", "")) for r in recs)
+        # The resume cut the torn line before appending: the journal reads clean.
+        return Counter(
+            (r["env"], r["bench"], r["round"], r.get("metric", "")) for r in read_records(d)
+        )
 
     assert cells(out) == cells(full)
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *a: object) -> None:
-        return None
+    assert "dropping a torn last line" in cp.stderr
 
 
 def test_resume_refuses_a_different_plan(tmp_path: Path) -> None:
@@ -270,7 +264,9 @@ def test_clean_touches_nothing_foreign(tmp_path: Path) -> None:
     )
     (bundle / "config.json").write_text(json.dumps(cfg))
     subprocess.run(["ip", "netns", "add", ns], check=True)
-    subprocess.run(["ip", "link", "add", link, "type", "dummy"], check=True)
+    # A veth pair (the dummy driver may be missing from the kernel).
+    subprocess.run(["ip", "link", "add", link, "type", "veth", "peer", "name", link + "p"],
+                   check=True)
     subprocess.run(
         ["runc", "--root", str(root), "run", "-d", "--bundle", str(bundle), "foreign1"],
         check=True,

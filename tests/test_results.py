@@ -63,3 +63,13 @@ def test_meta_schema_checked(tmp_path: Path) -> None:
         read_meta(tmp_path)
     with pytest.raises(SchemaError, match="not a sandbench results directory"):
         read_meta(tmp_path / "nothing")
+
+
+def test_resume_append_drops_torn_tail(tmp_path: Path) -> None:
+    with Journal(tmp_path) as j:
+        j.append(_sample(0))
+    with open(tmp_path / "results.jsonl", "a") as fh:
+        fh.write('{"type": "sample", "env": "ru')
+    with pytest.warns(UserWarning, match="dropping a torn last line"), Journal(tmp_path) as j:
+        j.append(_sample(1))
+    assert [r["round"] for r in read_records(tmp_path)] == [0, 1]

@@ -82,6 +82,7 @@ class Journal:
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / JOURNAL
+        _drop_torn_tail(self.path)
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - lives with the run
 
     def append(self, record: Sample | Failure) -> None:
@@ -105,6 +106,28 @@ class Journal:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Before appending to a journal a killed run left, cut a torn last line (a crash mid-write):
+    appended records would otherwise follow it and it would sit mid-file. Whole lines are
+    never touched."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as fh:
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) == b"\n":
+            return
+        fh.seek(0)
+        data = fh.read()
+        keep = data.rfind(b"\n") + 1
+        warnings.warn(
+            f"{path}: dropping a torn last line ({len(data) - keep} bytes) before resuming",
+            stacklevel=3,
+        )
+        fh.truncate(keep)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def read_records(directory: Path) -> Iterator[dict[str, Any]]:

@@ -46,8 +46,7 @@ class Startup(Benchmark):
         def one(rnd: int) -> list[Measurement]:
             log = ctx.log_path(env.name, self.name, "console.log")
             spec = SandboxSpec(image=self.image, log=log)
-            sb = env.prepare(spec)
-            with sb, socket.socket(socket.AF_INET, socket.SOCK_STREAM) as ls:
+            with env.prepare(spec) as sb, socket.socket(socket.AF_INET, socket.SOCK_STREAM) as ls:
                 ls.bind((sb.host_address, 0))
                 ls.listen(1)
                 argv = ["/sb/probe", sb.host_address, str(ls.getsockname()[1])]

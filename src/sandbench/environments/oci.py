@@ -173,20 +173,23 @@ class OciSandbox(Sandbox):
         self.env = env
         self.spec = spec
         self.start_timeout = start_timeout
-        self.cmd = env.command()
-        self.bundle = paths.state("bundles", self.name)
+        # Everything _stop() looks at exists before anything is created, so an interrupt
+        # (Ctrl-C lands anywhere) at any point below still cleans up what was made.
+        self.link: net.Link | None = None
         self.created = False
-        self.network_path = env.facts()["network"]
-        img = images.ensure(spec.image)
-        self.rootfs = img.rootfs
+        self.bundle = paths.STATE_DIR / "bundles" / self.name
         try:
+            self.cmd = env.command()
+            self.network_path = env.facts()["network"]
+            self.rootfs = images.ensure(spec.image).rootfs
+            paths.state("bundles", self.name)
             t0 = time.perf_counter_ns()
-            self.link: net.Link | None = net.create(self.name)
+            self.link = net.create(self.name)
             self.prepare_time_s = (time.perf_counter_ns() - t0) / 1e9
         except BaseException:
-            self.link = None
             self._stop()
             raise
+        assert self.link is not None
         self._address = self.link.sandbox_ip
         self.host_address = self.link.host_ip
 
