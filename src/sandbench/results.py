@@ -32,9 +32,25 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+#: What a metric measures. The kind fixes the usual direction; a metric may override it.
+KINDS = {
+    "latency": "lower",  # time per operation (getpid, fio completion, request)
+    "time": "lower",  # duration of one thing (a start, a teardown)
+    "rate": "higher",  # work per time (Gbit/s, tx/s, events/s, IOPS)
+    "size": "lower",  # memory, bytes held
+    "count": "lower",  # events that should not happen (errors, retransmits)
+    "amount": "higher",  # work done in a fixed time (sysbench events), sandboxes that fit
+}
+DIRECTIONS = ("higher", "lower")
+
+
 @dataclass(frozen=True)
 class Measurement:
-    """What a benchmark round returns; the runner turns it into a Sample."""
+    """What a benchmark round returns; the runner turns it into a Sample.
+
+    Every measurement declares its kind (KINDS) and so its direction (higher or lower is
+    better): compare, stats, the scorecard and the report read the meaning from the journal,
+    never from metric names. Use the constructors: Measurement.latency(...), .rate(...)."""
 
     metric: str
     value: float
@@ -43,6 +59,46 @@ class Measurement:
     #: Parameters that distinguish cells of one benchmark (disk: pattern and block size).
     params: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    kind: str = ""
+    direction: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind and self.kind not in KINDS:
+            raise ValueError(f"metric {self.metric}: unknown kind {self.kind!r}; "
+                             f"valid: {', '.join(KINDS)}")
+        if self.kind and not self.direction:
+            object.__setattr__(self, "direction", KINDS[self.kind])
+        if self.direction and self.direction not in DIRECTIONS:
+            raise ValueError(f"metric {self.metric}: direction {self.direction!r} is not "
+                             "'higher' or 'lower'")
+
+    @classmethod
+    def of(cls, kind: str, metric: str, value: float, unit: str, **kw: Any) -> Measurement:
+        return cls(metric, value, unit, kind=kind, **kw)
+
+    @classmethod
+    def latency(cls, metric: str, value: float, unit: str, **kw: Any) -> Measurement:
+        return cls.of("latency", metric, value, unit, **kw)
+
+    @classmethod
+    def time(cls, metric: str, value: float, unit: str = "s", **kw: Any) -> Measurement:
+        return cls.of("time", metric, value, unit, **kw)
+
+    @classmethod
+    def rate(cls, metric: str, value: float, unit: str, **kw: Any) -> Measurement:
+        return cls.of("rate", metric, value, unit, **kw)
+
+    @classmethod
+    def size(cls, metric: str, value: float, unit: str = "MiB", **kw: Any) -> Measurement:
+        return cls.of("size", metric, value, unit, **kw)
+
+    @classmethod
+    def count(cls, metric: str, value: float, unit: str = "", **kw: Any) -> Measurement:
+        return cls.of("count", metric, value, unit, **kw)
+
+    @classmethod
+    def amount(cls, metric: str, value: float, unit: str, **kw: Any) -> Measurement:
+        return cls.of("amount", metric, value, unit, **kw)
 
 
 @dataclass(frozen=True)
@@ -58,6 +114,8 @@ class Sample:
     raw: str | None = None
     flags: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    kind: str = ""
+    direction: str = ""
     type: str = "sample"
 
 
@@ -69,6 +127,8 @@ class Failure:
     error: str
     params: dict[str, Any]
     timestamp: str
+    #: Command, exit status, output tails, sandbox state: what shows the cause.
+    evidence: dict[str, Any] = field(default_factory=dict)
     type: str = "failure"
 
 

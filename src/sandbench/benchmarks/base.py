@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sandbench.environments.base import Environment
+from sandbench.environments.base import Environment, Limits, SandboxSpec
 from sandbench.results import Measurement
 
 #: Runs one round and returns its measurements.
@@ -27,6 +27,17 @@ class RunContext:
     out: Path
     profile: str
     timeouts: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
+    #: The same resources for every environment's sandboxes (the plan's; recorded in meta).
+    limits: Limits = field(default_factory=Limits)
+    #: The default seccomp profile everywhere it applies, or off everywhere.
+    seccomp: bool = True
+
+    def spec(self, **kw: Any) -> SandboxSpec:
+        """A SandboxSpec with the run's limits and security baseline: benchmarks build every
+        spec through this, so that no environment gets other resources than the rest."""
+        kw.setdefault("limits", self.limits)
+        kw.setdefault("seccomp", self.seccomp)
+        return SandboxSpec(**kw)
 
     def save_raw(self, env: str, bench: str, rnd: int, name: str, text: str) -> str:
         """Keep a tool's output as printed; returns its path relative to the results dir."""

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+import threading
+import time
+import weakref
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+import psutil
 
 
 @dataclass(frozen=True)
@@ -38,8 +45,14 @@ class Completed:
             from sandbench.errors import SandboxError
 
             tail = (self.stderr or self.stdout).strip()[-500:]
-            raise SandboxError(f"{self.argv[0]} exited {self.returncode}: {tail}")
+            raise SandboxError(f"{self.argv[0]} exited {self.returncode}: {tail}",
+                               self.evidence())
         return self
+
+    def evidence(self, **more: Any) -> dict[str, Any]:
+        from sandbench.errors import command_evidence
+
+        return command_evidence(self.argv, self.returncode, self.stdout, self.stderr, **more)
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,37 @@ class SandboxSpec:
     volume: Path | None = None
     #: Where the first process's stdout/stderr go (a file the tool owns); None = discarded.
     log: Path | None = None
+    #: Apply the default seccomp profile (Docker's and Podman's) where the environment can;
+    #: a study option turns it off everywhere to measure what it costs.
+    seccomp: bool = True
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """Something a killed run left, found by the environment that makes such things. It
+    matches only objects carrying sandbench's mark (name pattern plus owner record, label,
+    state root, containerd namespace, its own daemon's descendants)."""
+
+    kind: str  # "container", "process", "netns", "cgroup", ...
+    ident: str  # what a person reads: an id, a path, a pid and its name
+    remove: Callable[[], None] = field(compare=False, repr=False)
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.ident}"
+
+
+#: Phases of a start, in order; startup_time is their sum (one clock).
+PHASES = ("prepare", "create", "start", "network")
+
+_LIVE: weakref.WeakSet[Sandbox] = weakref.WeakSet()
+_LIVE_LOCK = threading.Lock()
+
+
+def live_sandboxes() -> list[Sandbox]:
+    """Sandboxes created and not yet stopped in this process (the runner freezes those of
+    environments other than the one being measured)."""
+    with _LIVE_LOCK:
+        return list(_LIVE)
 
 
 class Sandbox(ABC):
@@ -73,10 +117,80 @@ class Sandbox(ABC):
     #: Network path used, recorded with results (veth, docker-bridge, netstack+veth, ...).
     network_path: str = "veth"
 
+    #: Where the benchmark volume (spec.volume) appears for commands run through exec.
+    data_dir: str = "/data"
+    #: A writable directory inside the sandbox for scratch files.
+    scratch_dir: str = "/tmp"
+    #: The address a server inside the sandbox binds to so that the host reaches it.
+    bind_address: str = "0.0.0.0"
+    #: How the benchmark volume reaches the sandbox: "bind-mount", "host-directory",
+    #: "virtio-disk" (a raw image file on the volume's file system), ...
+    volume_kind: str = "bind-mount"
+    #: Seconds a start may take before the probe must have connected (VMs under emulation
+    #: boot for minutes); 0 = the run's probe timeout.
+    boot_timeout_s: float = 0.0
+    #: Phases of PHASES this environment cannot separate, each with the phase it is folded
+    #: into, e.g. {"create": "start"} for a runtime whose one command creates and starts.
+    folded_phases: dict[str, str] = {}
+
     def __init__(self, name: str, env_name: str) -> None:
         self.name = name
         self.env_name = env_name
         self._stopped = False
+        self._frozen = False
+        #: perf_counter_ns marks set by the driver during launch ("created", "started").
+        self.marks: dict[str, int] = {}
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+
+    def mark(self, what: str) -> None:
+        """Record the monotonic time of a point of the start: drivers call mark("created")
+        in launch() when their create step returned (a runtime with one command that creates
+        and starts declares folded_phases instead); the startup benchmark takes the end of
+        launch() as "started", so every environment's phases have the same boundaries."""
+        self.marks[what] = time.perf_counter_ns()
+
+    def limits_enforced(self) -> dict[str, Any]:
+        """The limits this sandbox actually runs under and how they are enforced
+        (recorded in meta.json and the report); {} = none."""
+        return {}
+
+    def guest_boot_report(self) -> dict[str, float]:
+        """A VM's own account of its boot (systemd-analyze), empty for everything else."""
+        return {}
+
+    def describe_state(self) -> str:
+        """The sandbox's state as its runtime reports it, for a failure's evidence."""
+        return ""
+
+    def freeze(self) -> None:
+        """Stop every host process of this sandbox from running (SIGSTOP), so that it takes
+        no CPU while another environment is measured. Drivers with a native pause
+        (runc/runsc pause, docker pause, QEMU stop) may override."""
+        if self._frozen or self._stopped:
+            return
+        self._frozen = True
+        for pid in self._pids_quiet():
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).suspend()
+
+    def thaw(self) -> None:
+        if not self._frozen:
+            return
+        self._frozen = False
+        for pid in self._pids_quiet():
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).resume()
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen
+
+    def _pids_quiet(self) -> list[int]:
+        try:
+            return self.host_pids()
+        except Exception:  # noqa: BLE001 - a dead sandbox has nothing to freeze
+            return []
 
     @property
     def address(self) -> str:
@@ -114,7 +228,11 @@ class Sandbox(ABC):
 
     def stop(self) -> None:
         if not self._stopped:
+            if self._frozen:
+                self.thaw()  # a stopped process ignores SIGTERM until continued
             self._stopped = True
+            with _LIVE_LOCK:
+                _LIVE.discard(self)
             self._stop()
 
     def __enter__(self) -> Sandbox:
@@ -165,6 +283,16 @@ class Environment(ABC):
         """Flags carried by every sample of this environment (e.g. 'emulated')."""
         return []
 
+    def memory_reserved_mib(self, limits: Limits) -> int | None:
+        """Memory each sandbox reserves up front whether it uses it or not (a VM's guest
+        RAM), so that a benchmark starting many can bound how many fit; None = none."""
+        return None
+
+    def leftovers(self) -> list[Leftover]:
+        """What killed runs of this environment left on the host, matched only by
+        sandbench's own mark; `sandbench clean` removes these."""
+        return []
+
     def shared_pids(self) -> list[int]:
         """Daemons shared by all sandboxes (dockerd, containerd): measured once, not per box."""
         return []
@@ -177,17 +305,20 @@ def run_cmd(
     argv: list[str], timeout: float, check: bool = True, **kw: Any
 ) -> subprocess.CompletedProcess[str]:
     """subprocess.run with a bound; a timeout or failure becomes a SandboxError naming argv."""
-    from sandbench.errors import SandboxError, StepTimeout
+    from sandbench.errors import SandboxError, StepTimeout, command_evidence
 
     try:
         cp = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kw)
-    except subprocess.TimeoutExpired:
-        raise StepTimeout(f"{' '.join(argv[:3])} did not finish within {timeout:g} s") from None
+    except subprocess.TimeoutExpired as e:
+        raise StepTimeout(f"{' '.join(argv[:3])} did not finish within {timeout:g} s",
+                          command_evidence(argv, None, e.stdout, e.stderr,
+                                           timeout_s=timeout)) from None
     except FileNotFoundError:
-        raise SandboxError(f"{argv[0]}: not found") from None
+        raise SandboxError(f"{argv[0]}: not found", command_evidence(argv, None, "", "")) from None
     if check and cp.returncode != 0:
         tail = (cp.stderr or cp.stdout).strip()[-500:]
-        raise SandboxError(f"{' '.join(argv[:3])} exited {cp.returncode}: {tail}")
+        raise SandboxError(f"{' '.join(argv[:3])} exited {cp.returncode}: {tail}",
+                           command_evidence(argv, cp.returncode, cp.stdout, cp.stderr))
     return cp
 
 
