@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 packages=(
   # runtimes
-  runc crun docker.io containerd
+  runc crun docker.io containerd podman
+  # the default seccomp profile of Docker and Podman (/usr/share/containers/seccomp.json)
+  golang-github-containers-common
   # image building and the in-sandbox helpers
   busybox-static gcc libc6-dev mmdebstrap e2fsprogs
   # workload tools run on the host side
