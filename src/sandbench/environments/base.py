@@ -73,6 +73,9 @@ class SandboxSpec:
     limits: Limits = field(default_factory=Limits)
     #: Host directory mounted read-write at /data (the disk benchmark's volume), if any.
     volume: Path | None = None
+    #: Size the volume must offer inside the sandbox (a VM's data disk image is made this
+    #: big, as a file on the volume's file system); None = what the volume has.
+    volume_size_mib: int | None = None
     #: Where the first process's stdout/stderr go (a file the tool owns); None = discarded.
     log: Path | None = None
     #: Apply the default seccomp profile (Docker's and Podman's) where the environment can;
@@ -93,6 +96,9 @@ class Leftover:
     def __str__(self) -> str:
         return f"{self.kind} {self.ident}"
 
+
+#: The first process of an idle sandbox: the probe helper waiting forever.
+IDLE_ARGV = ["/sb/probe", "idle"]
 
 #: Phases of a start, in order; startup_time is their sum (one clock).
 PHASES = ("prepare", "create", "start", "network")
@@ -129,6 +135,11 @@ class Sandbox(ABC):
     #: Seconds a start may take before the probe must have connected (VMs under emulation
     #: boot for minutes); 0 = the run's probe timeout.
     boot_timeout_s: float = 0.0
+    #: Whether O_DIRECT I/O on data_dir reaches the host's block device. False where the
+    #: environment serves it from a cache of its own (gVisor's sentry page cache): the disk
+    #: benchmark flags such samples "page_cache" with direct_io_note as the reason.
+    direct_io: bool = True
+    direct_io_note: str = ""
     #: Phases of PHASES this environment cannot separate, each with the phase it is folded
     #: into, e.g. {"create": "start"} for a runtime whose one command creates and starts.
     folded_phases: dict[str, str] = {}
@@ -282,6 +293,11 @@ class Environment(ABC):
     def flags(self) -> list[str]:
         """Flags carried by every sample of this environment (e.g. 'emulated')."""
         return []
+
+    def limits_applied(self, limits: Limits) -> dict[str, Any]:
+        """How this environment enforces the run's limits, for meta.json and the report:
+        e.g. {"cpus": 2.0, "memory_mib": 2048, "how": "cgroup v1 (runc)"}; {} = not at all."""
+        return {}
 
     def memory_reserved_mib(self, limits: Limits) -> int | None:
         """Memory each sandbox reserves up front whether it uses it or not (a VM's guest
