@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from sandbench import images, paths, vmnet
+from sandbench.binaries import version_of
 from sandbench.environments.base import (
+    IDLE_ARGV,
     Availability,
     Completed,
     Environment,
@@ -32,10 +34,10 @@ from sandbench.environments.base import (
     SandboxSpec,
     tail_file,
 )
-from sandbench.environments.qemu import IDLE_ARGV, accel
 from sandbench.errors import SandboxError
 from sandbench.vm import disk, initramfs, kernel
 from sandbench.vm.agent_client import AgentClient, encode_argv
+from sandbench.vm.kvm import accel
 
 VSOCK_PORT = 52
 GUEST_CID = 3
@@ -94,14 +96,6 @@ def vm_config(
         "machine-config": {"vcpu_count": vcpus, "mem_size_mib": memory_mib, "smt": False},
         "vsock": {"guest_cid": guest_cid, "uds_path": str(vsock_uds)},
     }
-
-
-def version_of(path: str) -> str:
-    try:
-        cp = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return cp.stdout.splitlines()[0].strip() if cp.stdout else "unknown"
 
 
 class FirecrackerEnvironment(Environment):

@@ -28,6 +28,7 @@ import psutil
 
 from sandbench import images, net, paths, procs
 from sandbench.environments.base import (
+    IDLE_ARGV,
     Availability,
     Completed,
     Environment,
@@ -35,7 +36,6 @@ from sandbench.environments.base import (
     SandboxSpec,
     run_cmd,
 )
-from sandbench.environments.oci import IDLE_ARGV
 from sandbench.errors import SandboxError
 
 NAMESPACE = "sandbench"
@@ -180,7 +180,7 @@ class KataEnvironment(Environment):
             return Availability.no("kata-fc needs firecracker on PATH")
         if not os.access("/dev/kvm", os.R_OK | os.W_OK):
             return Availability.no("Kata needs /dev/kvm (absent or not accessible)")
-        from sandbench.environments.qemu import accel
+        from sandbench.vm.kvm import accel
 
         try:
             a = accel()

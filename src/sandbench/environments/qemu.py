@@ -24,15 +24,15 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sandbench import images, paths, vmnet
-from sandbench.environments import probe_cache
+from sandbench.binaries import version_of
 from sandbench.environments.base import (
+    IDLE_ARGV,
     Availability,
     Completed,
     Environment,
@@ -43,13 +43,8 @@ from sandbench.environments.base import (
 from sandbench.errors import SandboxError, StepTimeout
 from sandbench.vm import disk, initramfs, kernel
 from sandbench.vm.agent_client import AgentClient, encode_argv
+from sandbench.vm.kvm import MICROVM_TIMER_ARGS, QEMU, Accel, accel, qemu_path
 
-QEMU = "qemu-system-x86_64"
-IDLE_ARGV = ["/sb/probe", "idle"]
-#: Kernel arguments microvm needs under TCG here (PLATFORM.md: without them the guest hangs
-#: calibrating the TSC against a PIT it does not have).
-MICROVM_TIMER_ARGS = ["tsc_early_khz=2000000", "lpj=4000000"]
-KVM_PROBE_TIMEOUT_S = 12.0
 LAUNCH_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 AGENT_PORT = "sandbench.agent"
@@ -84,95 +79,6 @@ MACHINES = [
         boot_timeout_s=90.0,
     ),
 ]
-
-
-def qemu_path() -> str | None:
-    return shutil.which(QEMU)
-
-
-def qemu_version(path: str) -> str:
-    try:
-        cp = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return cp.stdout.splitlines()[0].strip() if cp.stdout else "unknown"
-
-
-# -- acceleration ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Accel:
-    mode: str  # "kvm" or "tcg"
-    reason: str
-
-
-_ACCEL: Accel | None = None
-
-
-def probe_kvm_boot(qemu: str, k: kernel.Kernel, initrd: Path) -> Availability:
-    """Boot a microvm with KVM and wait (bounded) for /init's first console line."""
-    if not os.path.exists("/dev/kvm"):
-        return Availability.no("/dev/kvm is absent")
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return Availability.no("/dev/kvm is not accessible (permissions)")
-    with tempfile.TemporaryDirectory(prefix="sandbench-kvm-") as td:
-        log = Path(td) / "console.log"
-        argv = [
-            qemu, "-M", "microvm,isa-serial=on,rtc=on", "-accel", "kvm", "-m", "256",
-            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-            "-kernel", str(k.vmlinuz), "-initrd", str(initrd),
-            "-append", " ".join(["console=ttyS0", "panic=1", *MICROVM_TIMER_ARGS]),
-            "-serial", f"file:{log}",
-        ]  # fmt: skip
-        t0 = time.monotonic()
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-        try:
-            while time.monotonic() - t0 < KVM_PROBE_TIMEOUT_S:
-                if log.exists() and "sandbench: init reached" in log.read_text(errors="replace"):
-                    return Availability.yes()
-                if proc.poll() is not None:
-                    out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-                    return Availability.no(f"QEMU with KVM exited: {out.strip()[-300:]}")
-                time.sleep(0.1)
-            return Availability.no(
-                f"a KVM guest did not reach init within {KVM_PROBE_TIMEOUT_S:g} s (guests stall "
-                "under this hypervisor; needs working nested virtualization)"
-            )
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-            if proc.stdout:
-                proc.stdout.close()
-
-
-def accel() -> Accel:
-    """KVM when a bounded probe boots a guest with it (cached until reboot), else TCG.
-    SANDBENCH_QEMU_ACCEL=tcg|kvm overrides the probe."""
-    global _ACCEL
-    if _ACCEL is not None:
-        return _ACCEL
-    forced = os.environ.get("SANDBENCH_QEMU_ACCEL", "").strip().lower()
-    if forced in ("tcg", "kvm"):
-        _ACCEL = Accel(forced, f"forced by SANDBENCH_QEMU_ACCEL={forced}")
-        return _ACCEL
-    qemu = qemu_path()
-    if qemu is None:
-        return Accel("tcg", f"{QEMU} not found")
-    if not os.path.exists("/dev/kvm"):
-        _ACCEL = Accel("tcg", "/dev/kvm is absent: software emulation (TCG)")
-        return _ACCEL
-    k = kernel.ensure()
-    initrd = initramfs.ensure(k)
-    version = f"{qemu_version(qemu)}|{k.package}|{initrd.name}"
-    av = probe_cache.probe("qemu-kvm", version, lambda: probe_kvm_boot(qemu, k, initrd))
-    if av.ok:
-        _ACCEL = Accel("kvm", "a KVM guest booted within the probe's bound")
-    else:
-        _ACCEL = Accel("tcg", f"KVM unusable ({av.reason}): software emulation (TCG)")
-    return _ACCEL
 
 
 # -- the environment ------------------------------------------------------------------------
@@ -215,7 +121,7 @@ class QemuEnvironment(Environment):
         qemu = qemu_path()
         f: dict[str, Any] = {
             "binary": qemu,
-            "version": qemu_version(qemu) if qemu else None,
+            "version": version_of(qemu) if qemu else None,
             "driver": "qemu",
             "machine": "microvm" if self.m.microvm else "pc",
             "devices": "virtio-mmio" if self.m.microvm else "virtio-pci",
