@@ -1,0 +1,256 @@
+"""sandbench's cgroups: where they live, how they are made, limited and removed.
+
+Every cgroup the tool makes (itself, or an OCI runtime told cgroupsPath /sandbench/<id>) sits
+under `sandbench/` in each hierarchy. A host may mount one hierarchy twice or under aliases
+(cpu,cpuacct with cpu and cpuacct as links), so hierarchies are read from mountinfo and
+deduplicated by real path and by superblock: each cgroup is counted and removed once.
+
+Removal is children first in every hierarchy: a runtime whose start failed leaves
+sandbench/<id> (and sometimes deeper directories) in each hierarchy, and rmdir of a parent
+fails while a child exists. rmdir of a cgroup with processes fails with EBUSY, so a live
+sandbox is never torn out from under its runtime.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sandbench.environments.base import Limits
+from sandbench.errors import SandboxError
+
+ROOT = Path("/sys/fs/cgroup")
+#: The parent of every cgroup the tool makes, in every hierarchy.
+BASE = "sandbench"
+#: Period of the CPU bandwidth limit, the same as the OCI bundles' (oci_spec.CPU_PERIOD_US).
+CPU_PERIOD_US = 100_000
+
+#: Age under which an empty cgroup may still be a start in progress.
+YOUNG_S = 30.0
+
+_SAFE_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    path: Path
+    version: int  # 1 or 2
+    controllers: frozenset[str]
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _mountinfo() -> list[Hierarchy]:
+    found: list[Hierarchy] = []
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+        known = {ln.split()[0] for ln in Path("/proc/cgroups").read_text().splitlines()[1:]}
+    except OSError:
+        return found
+    for line in lines:
+        pre, sep, post = line.partition(" - ")
+        if not sep:
+            continue
+        fstype, _source, superopts = (post.split(" ") + ["", "", ""])[:3]
+        mnt = Path(_unescape(pre.split(" ")[4]))
+        if fstype == "cgroup":
+            ctl = frozenset(o for o in superopts.split(",")
+                            if o in known or o.startswith("name="))
+            found.append(Hierarchy(mnt, 1, ctl))
+        elif fstype == "cgroup2":
+            try:
+                ctl = frozenset((mnt / "cgroup.controllers").read_text().split())
+            except OSError:
+                ctl = frozenset()
+            found.append(Hierarchy(mnt, 2, ctl))
+    return found
+
+
+def mounted() -> list[Hierarchy]:
+    """Every cgroup hierarchy of this host once (v1 hierarchies and the v2 one)."""
+    out: list[Hierarchy] = []
+    seen: set[object] = set()
+    for h in _mountinfo():
+        try:
+            real = h.path.resolve()
+            dev = real.stat().st_dev
+        except OSError:
+            continue
+        if real in seen or dev in seen:
+            continue
+        seen |= {real, dev}
+        out.append(Hierarchy(real, h.version, h.controllers))
+    return out
+
+
+def hierarchies() -> list[Path]:
+    return [h.path for h in mounted()]
+
+
+def _check_rel(rel: str) -> Path:
+    """A cgroup path relative to a hierarchy's root, inside sandbench's tree."""
+    parts = rel.strip("/").split("/")
+    if parts[0] != BASE or not all(_SAFE_PART.match(p) for p in parts):
+        raise ValueError(f"cgroup {rel!r} is not under {BASE}/ or has unsafe components")
+    return Path(*parts)
+
+
+def _relevant(h: Hierarchy) -> bool:
+    """Hierarchies a limited cgroup needs: v1 cpu and memory, and v2 (on a hybrid host it
+    tracks the process as runc does; on a v2 host it carries the controllers)."""
+    return h.version == 2 or bool(h.controllers & {"cpu", "memory"})
+
+
+def _write(f: Path, value: str) -> None:
+    try:
+        f.write_text(value)
+    except OSError as e:
+        raise SandboxError(
+            f"cannot write {value!r} to {f}: {e.strerror}",
+            {"file": str(f), "value": value, "errno": e.errno},
+        ) from None
+
+
+def create(rel: str, limits: Limits) -> None:
+    """mkdir `rel` (sandbench/<id>) under each relevant hierarchy and apply the limits: v1
+    cpu.cfs_quota_us/cfs_period_us and memory.limit_in_bytes, v2 cpu.max and memory.max.
+    A limit that cannot be applied raises SandboxError (and what was made is removed)."""
+    relp = _check_rel(rel)
+    made = False
+    try:
+        for h in mounted():
+            if not _relevant(h):
+                continue
+            d = h.path / relp
+            if h.version == 2:
+                _mkdir_v2(h.path, relp, limits)
+            else:
+                d.mkdir(parents=True, exist_ok=True)
+            made = True
+            _apply(h, d, limits)
+        if not made:
+            raise SandboxError("no cgroup hierarchy is mounted", {"mountinfo": "no cgroup"})
+        missing = [what for what, want, ctl in (("cpus", limits.cpus, "cpu"),
+                                                ("memory_mib", limits.memory_mib, "memory"))
+                   if want is not None and not any(
+                       (h.path / relp / f).exists() for h in mounted() for f in _files(ctl))]
+        if missing:
+            raise SandboxError(
+                f"cannot enforce {', '.join(missing)}: no cgroup controller for it",
+                {"hierarchies": [f"{h.path} v{h.version} {sorted(h.controllers)}"
+                                 for h in mounted()]},
+            )
+    except BaseException:
+        remove_tree(rel)
+        raise
+
+
+def _files(ctl: str) -> tuple[str, ...]:
+    return ("cpu.cfs_quota_us", "cpu.max") if ctl == "cpu" else (
+        "memory.limit_in_bytes", "memory.max")
+
+
+def _mkdir_v2(root: Path, relp: Path, limits: Limits) -> None:
+    """Make each level and delegate cpu/memory to its children where the parent offers them;
+    the root's own subtree_control belongs to the host and is left as it is."""
+    cur = root
+    for part in relp.parts:
+        nxt = cur / part
+        nxt.mkdir(exist_ok=True)
+        cur = nxt
+        if cur == root / relp:
+            break
+        with contextlib.suppress(OSError):
+            have = set((cur / "cgroup.controllers").read_text().split())
+            want = [c for c in ("cpu", "memory") if c in have]
+            if want:
+                (cur / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in want))
+
+
+def _apply(h: Hierarchy, d: Path, limits: Limits) -> None:
+    if h.version == 1:
+        if limits.cpus is not None and (d / "cpu.cfs_quota_us").exists():
+            _write(d / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+            _write(d / "cpu.cfs_quota_us", str(int(limits.cpus * CPU_PERIOD_US)))
+        if limits.memory_mib is not None and (d / "memory.limit_in_bytes").exists():
+            _write(d / "memory.limit_in_bytes", str(limits.memory_mib * 1024 * 1024))
+        return
+    if limits.cpus is not None and (d / "cpu.max").exists():
+        _write(d / "cpu.max", f"{int(limits.cpus * CPU_PERIOD_US)} {CPU_PERIOD_US}")
+    if limits.memory_mib is not None and (d / "memory.max").exists():
+        _write(d / "memory.max", str(limits.memory_mib * 1024 * 1024))
+
+
+def add_pid(rel: str, pid: int) -> None:
+    """Move pid into `rel` in every hierarchy where it exists (create() made it)."""
+    relp = _check_rel(rel)
+    moved = 0
+    for h in mounted():
+        d = h.path / relp
+        if d.is_dir():
+            _write(d / "cgroup.procs", str(pid))
+            moved += 1
+    if not moved:
+        raise SandboxError(f"cgroup {rel} does not exist", {"cgroup": rel, "pid": pid})
+
+
+def _tree(top: Path) -> list[Path]:
+    """Directories under and including top, deepest first."""
+    if not top.is_dir():
+        return []
+    dirs = [Path(root) for root, _sub, _files in os.walk(top)]
+    return sorted(dirs, key=lambda p: len(p.parts), reverse=True)
+
+
+def remove_tree(rel: str) -> list[str]:
+    """Remove `rel` and everything below it, children first, in every hierarchy. Returns a
+    line per directory that could not be removed (EBUSY: processes still in it)."""
+    relp = _check_rel(rel)
+    failed: list[str] = []
+    for h in mounted():
+        for d in _tree(h.path / relp):
+            try:
+                d.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                failed.append(f"{d}: {e.strerror}")
+    return failed
+
+
+def remove_empty_cgroups(name: str = BASE, min_age_s: float = YOUNG_S) -> None:
+    """Remove the shared parent (`sandbench/`, or `docker/` for a daemon the tool started)
+    in every hierarchy when it is empty, after its empty children; a cgroup with processes
+    stays (EBUSY). A child younger than min_age_s also stays: it may belong to a start in
+    progress (made, pid not yet moved in) in this or another sandbench process; a sandbox
+    removes its own with remove_tree. `docker/` is passed only by the owner of the daemon
+    that made it."""
+    if name not in (BASE, "docker"):
+        raise ValueError(f"not a cgroup tree sandbench makes: {name!r}")
+    now = time.time()
+    for h in mounted():
+        top = h.path / name
+        for d in _tree(top):
+            with contextlib.suppress(OSError):
+                if d == top or now - d.stat().st_ctime >= min_age_s:
+                    d.rmdir()
+
+
+def owned_dirs() -> list[Path]:
+    """Every cgroup under sandbench/ in every hierarchy, children before parents."""
+    out: list[Path] = []
+    for h in mounted():
+        out += _tree(h.path / BASE)
+    return out
+
+
+def is_busy(err: OSError) -> bool:
+    return err.errno == errno.EBUSY
