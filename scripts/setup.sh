@@ -47,10 +47,15 @@ SRC
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   # Services must not start from package scripts: sandbench starts what it needs itself.
-  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  # An existing policy-rc.d is the administrator's: it stays exactly as it is (and decides).
+  # Ours is created with O_EXCL semantics (noclobber) and removed on any exit of this script.
+  if [[ ! -e /usr/sbin/policy-rc.d ]] \
+     && (set -o noclobber; printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d) 2>/dev/null; then
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    chmod 755 /usr/sbin/policy-rc.d
+  fi
   apt-get install -y -q --no-install-recommends "${packages[@]}"
   apt-get install -y -q --no-install-recommends -t bookworm-backports runsc
-  rm -f /usr/sbin/policy-rc.d
 fi
 
 # crun refuses a hybrid cgroup layout while cgroup v2 still holds controllers (hugetlb on our
