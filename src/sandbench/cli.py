@@ -7,8 +7,10 @@ before anything is written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
+import math
 import os
 import statistics
 import sys
@@ -83,7 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--profile", help="quick (minutes, the default) or paper (hours)")
     r.add_argument("--env", help="comma-separated environments (default: all available)")
     r.add_argument("--bench", help="comma-separated benchmarks (default: all)")
-    r.add_argument("--rounds", help="override every benchmark's number of rounds")
+    r.add_argument("--rounds", help="fix every benchmark's number of rounds (no adaptive rounds)")
+    r.add_argument("--budget", metavar="MINUTES",
+                   help="time budget: adaptive rounds stop there (default: quick 17, paper none)")
+    r.add_argument("--no-seccomp", action="store_true",
+                   help="run every environment without its default seccomp profile")
     r.add_argument("--out", help="results directory (default: results/<time>-<profile>)")
     r.add_argument("--baseline", help="environment ratios are computed against (default host)")
     r.add_argument("--study", help="TOML study file (flags given as well override it)")
@@ -150,7 +156,9 @@ def cmd_image(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def resolve_plan(args: argparse.Namespace) -> tuple[Any, list[str]]:
+def resolve_plan(
+    args: argparse.Namespace, before_probes: Any = None
+) -> tuple[Any, list[str]]:
     """Validate every input and check availability; raises UsageError before any write."""
     from sandbench.benchmarks.base import DEFAULT_TIMEOUTS
     from sandbench.benchmarks.registry import all_benchmarks
@@ -180,6 +188,18 @@ def resolve_plan(args: argparse.Namespace) -> tuple[Any, list[str]]:
         _split(args.bench, [b.name for b in benches], "benchmark") if args.bench else study.benches
     )
     rounds = _positive_int(args.rounds, "--rounds") if args.rounds is not None else study.rounds
+    budget_s = study.budget_s
+    if getattr(args, "budget", None) is not None:
+        try:
+            minutes = float(args.budget)
+        except ValueError:
+            minutes = math.nan
+        if not math.isfinite(minutes) or minutes <= 0:
+            raise UsageError(f"--budget {args.budget!r}: must be a positive number of minutes")
+        budget_s = minutes * 60.0
+    seccomp = study.seccomp if study.seccomp is not None else True
+    if getattr(args, "no_seccomp", False):
+        seccomp = False
     args.baseline = args.baseline or study.baseline or "host"
     if args.baseline not in env_names:
         raise UsageError(f"unknown baseline {args.baseline!r}; known: {', '.join(env_names)}")
@@ -187,6 +207,10 @@ def resolve_plan(args: argparse.Namespace) -> tuple[Any, list[str]]:
     if args.out and not args.resume:
         _check_out(Path(args.out))
 
+    if before_probes is not None:
+        # Leftovers are looked for before any availability probe runs, so that a probe's own
+        # sandbox is never mistaken for (or blamed on) an earlier run.
+        before_probes()
     chosen = [e for e in envs if wanted_envs is None or e.name in wanted_envs]
     notes: list[str] = []
     unavailable: dict[str, str] = {}
@@ -209,6 +233,8 @@ def resolve_plan(args: argparse.Namespace) -> tuple[Any, list[str]]:
         baseline=args.baseline,
         overrides=study.bench,
         timeouts=study.timeouts,
+        budget_s=budget_s,
+        seccomp=seccomp,
     )
     return plan, notes
 
@@ -219,28 +245,38 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     previous = None
     if args.resume:
         previous = _resume_args(args)
-    plan, notes = resolve_plan(args)
+    where: list[Path] = []
+
+    def before_probes() -> None:
+        # Every input is valid by now: make the results directory, then look for leftovers
+        # (before any probe can create a sandbox of its own).
+        where.append(_make_out(args, previous is not None))
+        _warn_leftovers(console)
+
+    try:
+        plan, notes = resolve_plan(args, before_probes=before_probes)
+        if not plan.envs:
+            raise UsageError(
+                "no environment is available on this machine; run `sandbench doctor`")
+    except UsageError:
+        # Nothing half-written: a results directory made for this run goes again.
+        if where and previous is None:
+            with contextlib.suppress(OSError):
+                where[0].rmdir()  # only if still empty
+        raise
+    out = where[0]
     if previous is not None:
         _check_resume(previous, plan)
         # The stored parameters are the plan: resume measures exactly what the run began.
         plan.overrides = previous["plan"]["params"]
         plan.timeouts = previous["plan"].get("timeouts", {})
-    if not plan.envs:
-        raise UsageError("no environment is available on this machine; run `sandbench doctor`")
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = Path(args.out) if args.out else Path("results") / f"{stamp}-{args.profile}"
-    if previous is None:
-        try:
-            out.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.chmod(out, 0o700)  # results may name hosts and versions: owner only
-            probe = out / ".write-test"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as e:
-            raise UsageError(f"--out {str(out)!r} is not writable: {e.strerror}") from None
+        plan.seed = int(previous["plan"].get("seed", plan.seed))
+        plan.seccomp = previous["plan"].get("seccomp", "default") != "off"
+        adaptive = previous["plan"].get("adaptive") or {}
+        if "budget_s" in adaptive:
+            plan.budget_s = adaptive["budget_s"]
     for n in notes:
         console.print(f"[yellow]{n}")
-    _warn_leftovers(console)
     console.print(f"results: {out}")
     runner = Runner(plan, out, console, previous=previous)
     try:
@@ -258,12 +294,45 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
                 f"journaled before are intact; free space, then: sandbench run --resume {out}\n"
             )
             return 1
-        raise
+        return _internal_error(out, e)
+    except Exception as e:  # noqa: BLE001 - one line, the journal kept, the way back given
+        return _internal_error(out, e)
     print_summary(out, console)
     if not args.no_report:
         _report(out, args.baseline, console)
     console.print(f"results directory: {out}")
     return 0
+
+
+def _make_out(args: argparse.Namespace, resuming: bool) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = Path(args.out) if args.out else Path("results") / f"{stamp}-{args.profile}"
+    if not resuming:
+        try:
+            out.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(out, 0o700)  # results may name hosts and versions: owner only
+            probe = out / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise UsageError(f"--out {str(out)!r} is not writable: {e.strerror}") from None
+    return out
+
+
+def _internal_error(out: Path, exc: BaseException) -> int:
+    """An unexpected error ends the run with one line, the traceback in the results
+    directory, and the resume command: every journaled cell is kept."""
+    import traceback
+
+    log = out / "logs" / "internal-error.log"
+    with contextlib.suppress(OSError):
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(traceback.format_exc())
+    sys.stderr.write(
+        f"sandbench: error: the run stopped on an unexpected error "
+        f"({type(exc).__name__}: {str(exc).strip()[:300]}); traceback in {log}; every "
+        f"finished sample is kept; resume with: sandbench run --resume {out}\n")
+    return 1
 
 
 def _resume_args(args: argparse.Namespace) -> dict[str, Any]:

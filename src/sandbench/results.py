@@ -132,6 +132,21 @@ class Failure:
     type: str = "failure"
 
 
+@dataclass(frozen=True)
+class CellEnd:
+    """The end of one (env, bench) cell's rounds and why it stopped: "converged" (every
+    median's interval within the target), "cap" (max_rounds), "budget" (the study's time),
+    "fixed" (--rounds), "failed" (the environment could not go on)."""
+
+    env: str
+    bench: str
+    rounds: int
+    stop_reason: str
+    rel_halfwidth: float | None
+    timestamp: str
+    type: str = "cell"
+
+
 class SchemaError(Exception):
     pass
 
@@ -145,10 +160,10 @@ class Journal:
         _drop_torn_tail(self.path)
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - lives with the run
 
-    def append(self, record: Sample | Failure) -> None:
+    def append(self, record: Sample | Failure | CellEnd) -> None:
         self.append_many([record])
 
-    def append_many(self, records: Sequence[Sample | Failure]) -> None:
+    def append_many(self, records: Sequence[Sample | Failure | CellEnd]) -> None:
         """All records of one cell in a single write(2): a kill leaves the whole cell or none
         of it, so a resumed run never sees half a cell."""
         blob = "".join(
@@ -224,8 +239,25 @@ def read_failures(directory: Path) -> list[dict[str, Any]]:
 
 
 def finished_cells(directory: Path) -> set[tuple[str, str, int]]:
-    """(env, bench, round) of every cell with an outcome (samples or a failure)."""
-    return {(r["env"], r["bench"], int(r["round"])) for r in read_records(directory)}
+    """(env, bench, round) of every round with an outcome (samples or a failure)."""
+    return {(r["env"], r["bench"], int(r["round"])) for r in read_records(directory)
+            if r.get("type") in ("sample", "failure")}
+
+
+def read_cell_ends(directory: Path) -> list[dict[str, Any]]:
+    return [r for r in read_records(directory) if r.get("type") == "cell"]
+
+
+def cell_progress(directory: Path) -> tuple[set[tuple[str, str, int]], set[tuple[str, str]]]:
+    """For resume: the rounds with an outcome, and the (env, bench) cells already ended."""
+    rounds: set[tuple[str, str, int]] = set()
+    ended: set[tuple[str, str]] = set()
+    for r in read_records(directory):
+        if r.get("type") in ("sample", "failure"):
+            rounds.add((r["env"], r["bench"], int(r["round"])))
+        elif r.get("type") == "cell":
+            ended.add((r["env"], r["bench"]))
+    return rounds, ended
 
 
 def write_meta(directory: Path, meta: dict[str, Any]) -> None:

@@ -1,16 +1,29 @@
 """The run plan (profile, environments, benchmarks, rounds) and the loop that executes it.
 
-Rounds are interleaved across environments (A B C A B C, not AAA BBB CCC) so that slow drifts
-of the machine (thermal, background load) spread over all environments instead of biasing one.
-Every sample is journaled (fsync'd) as soon as it is measured.
+Rounds are interleaved across environments (A B C A B C, not AAA BBB CCC), in an order
+shuffled anew each round with a seed kept in meta.json, so that slow drifts of the machine
+(thermal, background load) spread over all environments instead of biasing one. Only the
+measured environment runs: every other environment's sandboxes are frozen during its round,
+and each round records the CPU time that other processes used meanwhile ("noisy" above a
+threshold). Every sample is journaled (fsync'd) as soon as it is measured.
+
+Rounds are adaptive (pyperf's calibration, hyperfine's min-runs): a cell gets at least its
+benchmark's `rounds` (enough for the scorecard's tests), then more until the 95 % interval of
+each of its medians is within the plan's relative width, its `max_rounds` cap, or the
+benchmark's share of the study's time budget. Each (env, bench) ends with a "cell" record
+saying why it stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
+import random
 import signal
+import statistics
+import time
 import traceback
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -24,12 +37,30 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from sandbench import __version__, paths
 from sandbench.benchmarks.base import DEFAULT_TIMEOUTS, Benchmark, RoundFn, RunContext
-from sandbench.environments.base import Environment
+from sandbench.environments.base import Environment, Limits, live_sandboxes
 from sandbench.hostfacts import host_facts
-from sandbench.results import Failure, Journal, Sample, finished_cells, now_iso, write_meta
+from sandbench.noise import NOISY_CORE_FRACTION, CpuWatch
+from sandbench.results import (
+    CellEnd,
+    Failure,
+    Journal,
+    Sample,
+    cell_progress,
+    now_iso,
+    write_meta,
+)
 
 PROFILES = ("quick", "paper")
 EMULATED_QUICK_ROUNDS = 3
+#: Relative half-width of a median's 95 % interval at which a cell stops early, per profile.
+TARGET_REL_HALFWIDTH = {"quick": 0.05, "paper": 0.02}
+#: The study's time budget per profile (seconds; None = unbounded): extra rounds stop there.
+DEFAULT_BUDGET_S: dict[str, float | None] = {"quick": 17 * 60.0, "paper": None}
+#: Memory every sandbox may use, per profile (the paper gave each environment 2 GB).
+MEMORY_MIB = {"quick": 2048, "paper": 2048}
+#: Kinds of metric whose interval decides when a cell has enough rounds (counts of rare
+#: events such as retransmits are mostly zero and say nothing about stability).
+CONVERGING_KINDS = ("latency", "time", "rate", "size", "amount")
 
 
 @dataclass
@@ -44,15 +75,50 @@ class Plan:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Step timeouts overriding DEFAULT_TIMEOUTS.
     timeouts: dict[str, float] = field(default_factory=dict)
+    #: The study's time budget in seconds; None = the profile's default (quick: 17 min).
+    budget_s: float | None = None
+    #: Seed of the per-round environment order (stored in meta.json; resume reuses it).
+    seed: int = field(default_factory=lambda: random.SystemRandom().randrange(1, 2**31))
+    #: Default seccomp profile on (everywhere it applies) or off (everywhere).
+    seccomp: bool = True
 
     def rounds_for(self, env: Environment, bench: Benchmark) -> int:
-        """Rounds of bench in env. The quick profile caps emulated environments (QEMU under
-        TCG: each boot takes seconds to minutes) at EMULATED_QUICK_ROUNDS, so that a quick
-        study stays quick; their numbers are flagged as not comparable anyway."""
+        """Minimum rounds of bench in env. The quick profile caps emulated environments (QEMU
+        under TCG: each boot takes seconds to minutes) at EMULATED_QUICK_ROUNDS, so that a
+        quick study stays quick; their numbers are flagged and decide no claim anyway."""
         rounds = int(self.params(bench)["rounds"])
         if self.profile == "quick" and self.rounds_override is None and "emulated" in env.flags():
             return min(rounds, EMULATED_QUICK_ROUNDS)
         return rounds
+
+    def max_rounds_for(self, env: Environment, bench: Benchmark) -> int:
+        """The cap of adaptive rounds: the benchmark's max_rounds (never below the minimum);
+        --rounds N fixes both, and emulated environments in the quick profile get no extra."""
+        low = self.rounds_for(env, bench)
+        if self.rounds_override is not None:
+            return low
+        if self.profile == "quick" and "emulated" in env.flags():
+            return low
+        return max(low, int(self.params(bench).get("max_rounds", low)))
+
+    @property
+    def target_rel_halfwidth(self) -> float:
+        return TARGET_REL_HALFWIDTH[self.profile]
+
+    @property
+    def budget(self) -> float | None:
+        if self.rounds_override is not None:
+            return None  # fixed rounds: nothing adaptive to bound
+        return self.budget_s if self.budget_s is not None else DEFAULT_BUDGET_S[self.profile]
+
+    @property
+    def limits(self) -> Limits:
+        """The same CPU and memory for every environment: every core of this machine and the
+        profile's memory (capped to half of the machine's)."""
+        import psutil
+
+        mem = min(MEMORY_MIB[self.profile], psutil.virtual_memory().total // (2 * 1024 * 1024))
+        return Limits(cpus=float(os.cpu_count() or 1), memory_mib=int(mem))
 
     def params(self, bench: Benchmark) -> dict[str, Any]:
         p = bench.params(self.profile)
@@ -65,6 +131,7 @@ class Plan:
         return sum(self.rounds_for(e, b) for b in self.benches for e in self.envs)
 
     def describe(self) -> dict[str, Any]:
+        lim = self.limits
         return {
             "envs": [e.name for e in self.envs],
             "benches": [b.name for b in self.benches],
@@ -74,6 +141,26 @@ class Plan:
             "rounds_by_env": {
                 b.name: {e.name: self.rounds_for(e, b) for e in self.envs} for b in self.benches
             },
+            "max_rounds_by_env": {
+                b.name: {e.name: self.max_rounds_for(e, b) for e in self.envs}
+                for b in self.benches
+            },
+            "adaptive": {
+                "rule": "after the minimum rounds, a cell gets more rounds until every "
+                "median's 95 % bootstrap interval is within +-target of it (metrics of kind "
+                + "/".join(CONVERGING_KINDS) + "), its max_rounds, or its benchmark's share "
+                "of the remaining budget (the remaining time split evenly over the "
+                "benchmarks not yet run)",
+                "target_rel_halfwidth": self.target_rel_halfwidth,
+                "budget_s": self.budget,
+            },
+            "seed": self.seed,
+            "order": "environments shuffled every round with random.Random(seed + round)",
+            "isolation": "other environments' sandboxes frozen (SIGSTOP or the runtime's "
+            "pause) during each round; other processes' CPU time recorded, rounds above "
+            f"{NOISY_CORE_FRACTION:.0%} of a core flagged noisy",
+            "limits": {"cpus": lim.cpus, "memory_mib": lim.memory_mib},
+            "seccomp": "default" if self.seccomp else "off",
             "timeouts": {**DEFAULT_TIMEOUTS, **self.timeouts},
         }
 
@@ -127,6 +214,86 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {msg}"
 
 
+def _evidence(exc: BaseException) -> dict[str, Any]:
+    ev = getattr(exc, "evidence", None)
+    return dict(ev) if isinstance(ev, dict) else {}
+
+
+def _thaw_all() -> None:
+    for sb in live_sandboxes():
+        with contextlib.suppress(Exception):
+            sb.thaw()
+
+
+def isolate(env_name: str) -> None:
+    """Let only env_name's sandboxes run: freeze every other live sandbox, thaw its own."""
+    for sb in live_sandboxes():
+        try:
+            if sb.env_name == env_name:
+                sb.thaw()
+            else:
+                sb.freeze()
+        except Exception:  # noqa: BLE001, S112 - a dead sandbox has nothing to freeze
+            continue
+
+
+class _GuardedSession:
+    """A benchmark session whose teardown cannot end the study: an exception from its exit
+    is handed to `on_error` (which journals it) instead of escaping the ExitStack."""
+
+    def __init__(self, cm: contextlib.AbstractContextManager[RoundFn],
+                 on_error: Any) -> None:
+        self.cm = cm
+        self.on_error = on_error
+
+    def __enter__(self) -> RoundFn:
+        return self.cm.__enter__()
+
+    def __exit__(self, *exc: Any) -> bool:
+        try:
+            return bool(self.cm.__exit__(*exc))
+        except Exception as err:  # noqa: BLE001 - journaled; the study goes on
+            self.on_error(err)
+            return False
+
+
+@dataclass
+class _CellState:
+    """One (env, bench) while its rounds run."""
+
+    env: Environment
+    min_rounds: int
+    max_rounds: int
+    done: set[int]
+    ended: bool
+    values: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    fn: RoundFn | None = None
+    extra_rounds: int = 0
+
+    @property
+    def count(self) -> int:
+        return len(self.done)
+
+
+def rel_halfwidth(values: dict[tuple[str, str], list[float]]) -> float | None:
+    """The widest relative half-width of the medians' 95 % intervals over the cell's metrics;
+    None before any value. A metric that is constant (e.g. 0 everywhere) is settled."""
+    from sandbench import stats
+
+    worst: float | None = None
+    for vals in values.values():
+        if len(vals) < 2:
+            return math.inf
+        if max(vals) == min(vals):
+            w = 0.0
+        else:
+            med = statistics.median(vals)
+            lo, hi = stats.median_ci(vals)
+            w = math.inf if med == 0 or not math.isfinite(lo) else (hi - lo) / 2 / abs(med)
+        worst = w if worst is None else max(worst, w)
+    return worst
+
+
 class Runner:
     def __init__(
         self, plan: Plan, out: Path, console: Console, previous: dict[str, Any] | None = None
@@ -135,14 +302,20 @@ class Runner:
         self.out = out
         self.console = console
         self.ctx = RunContext(
-            out=out, profile=plan.profile, timeouts={**DEFAULT_TIMEOUTS, **plan.timeouts}
+            out=out, profile=plan.profile, timeouts={**DEFAULT_TIMEOUTS, **plan.timeouts},
+            limits=plan.limits, seccomp=plan.seccomp,
         )
         self.failures = 0
         #: meta.json of the run being resumed, if any.
         self.previous = previous
-        self.done = finished_cells(out) if previous else set()
+        self.done, self.ended = cell_progress(out) if previous else (set(), set())
+        self.t0 = time.monotonic()
+        budget = plan.budget
+        self.budget_end = None if budget is None else self.t0 + budget
+        self.noisy_rounds = 0
 
     def meta(self) -> dict[str, Any]:
+        limits = self.plan.limits
         meta = {
             "tool_version": __version__,
             "created": now_iso(),
@@ -152,6 +325,10 @@ class Runner:
             "environments": {e.name: e.facts() for e in self.plan.envs},
             "unavailable": self.plan.unavailable,
             "baseline": self.plan.baseline,
+            "resources": {
+                "requested": {"cpus": limits.cpus, "memory_mib": limits.memory_mib},
+                "by_env": {e.name: e.limits_applied(limits) for e in self.plan.envs},
+            },
         }
         if self.previous:
             meta["created"] = self.previous["created"]
@@ -160,11 +337,11 @@ class Runner:
 
     def pending(self) -> int:
         return sum(
-            1
+            max(0, self.plan.rounds_for(e, b) - sum(
+                1 for (en, bn, _r) in self.done if en == e.name and bn == b.name))
             for b in self.plan.benches
             for e in self.plan.envs
-            for r in range(self.plan.rounds_for(e, b))
-            if (e.name, b.name, r) not in self.done
+            if (e.name, b.name) not in self.ended
         )
 
     def run(self) -> None:
@@ -184,9 +361,24 @@ class Runner:
         ):
             task = progress.add_task("starting", total=self.pending())
             try:
-                for bench in self.plan.benches:
-                    self._run_bench(bench, journal, progress, task)
+                benches = self.plan.benches
+                for i, bench in enumerate(benches):
+                    deadline = None
+                    if self.budget_end is not None:
+                        now = time.monotonic()
+                        deadline = now + max(0.0, self.budget_end - now) / (len(benches) - i)
+                    try:
+                        self._run_bench(bench, journal, progress, task, deadline)
+                    except (KeyboardInterrupt, SystemExit):
+                        raise
+                    except OSError as exc:
+                        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                            raise
+                        self._runner_fault(bench, exc)
+                    except Exception as exc:  # noqa: BLE001 - one benchmark, not the study
+                        self._runner_fault(bench, exc)
             finally:
+                _thaw_all()
                 for env in self.plan.envs:
                     try:
                         env.close()
@@ -195,77 +387,176 @@ class Runner:
         # Facts such as "daemon started by sandbench" are only known after the run.
         write_meta(self.out, {**self.meta(), "finished": now_iso()})
 
-    def _run_bench(self, bench: Benchmark, journal: Journal, progress: Progress, task: Any) -> None:
-        params = self.plan.params(bench)
-        rounds = int(params["rounds"])
-        flags = {e.name: e.flags() for e in self.plan.envs}
-        todo = {
-            e.name: [
-                r
-                for r in range(self.plan.rounds_for(e, bench))
-                if (e.name, bench.name, r) not in self.done
-            ]
-            for e in self.plan.envs
-        }
+    def _runner_fault(self, bench: Benchmark, exc: BaseException) -> None:
+        """A fault outside any one cell (a bug): say so in one line, keep the traceback."""
+        self.failures += 1
+        log = self.ctx.log_path("_runner", bench.name, "errors.log")
+        with open(log, "a") as fh:
+            fh.write(traceback.format_exc() + "\n")
+        self.console.print(
+            f"[red]{bench.name}: stopped by an unexpected error ({_error_text(exc)}); "
+            f"traceback in {log}; going on with the next benchmark")
 
-        def fail(env: Environment, rnds: list[int], exc: BaseException) -> None:
-            self.failures += len(rnds)
-            text = _error_text(exc)
+    def _run_bench(self, bench: Benchmark, journal: Journal, progress: Progress, task: Any,
+                   deadline: float | None) -> None:
+        params = self.plan.params(bench)
+        target = self.plan.target_rel_halfwidth
+        cells: dict[str, _CellState] = {}
+        for e in self.plan.envs:
+            done = {r for (en, bn, r) in self.done if en == e.name and bn == bench.name}
+            cells[e.name] = _CellState(
+                env=e, min_rounds=self.plan.rounds_for(e, bench),
+                max_rounds=self.plan.max_rounds_for(e, bench), done=done,
+                ended=(e.name, bench.name) in self.ended)
+        if self.previous:
+            from sandbench.results import read_samples
+
+            for smp in read_samples(self.out):
+                c = cells.get(smp["env"])
+                if c is not None and smp["bench"] == bench.name:
+                    self._keep(c, smp.get("metric", ""), smp.get("params") or {},
+                               smp.get("kind", ""), float(smp["value"]))
+        flags = {e.name: e.flags() for e in self.plan.envs}
+
+        def fail(env: Environment, rnds: list[int], exc: BaseException, what: str = "") -> None:
+            self.failures += len(rnds) or 1
+            text = (what + _error_text(exc)) if what else _error_text(exc)
             journal.append_many(
-                [Failure(env.name, bench.name, r, text, {}, now_iso()) for r in rnds]
-            )
-            self.console.print(f"[red]{bench.name} on {env.name}, round {rnds[0]}: {text}")
+                [Failure(env.name, bench.name, r, text, {}, now_iso(), _evidence(exc))
+                 for r in rnds])
+            where = f"round {rnds[0]}" if rnds and rnds[0] >= 0 else "teardown"
+            self.console.print(f"[red]{bench.name} on {env.name}, {where}: {text}")
             debug = self.ctx.log_path(env.name, bench.name, "errors.log")
             with open(debug, "a") as fh:
                 fh.write(f"--- rounds {rnds}\n{traceback.format_exc()}\n")
-            progress.advance(task, len(rnds))
+            progress.advance(task, len([r for r in rnds if r >= 0]))
+
+        def end(c: _CellState, reason: str) -> None:
+            c.ended = True
+            width = rel_halfwidth(c.values)
+            journal.append(CellEnd(
+                c.env.name, bench.name, c.count, reason,
+                None if width is None or not math.isfinite(width) else round(width, 5),
+                now_iso()))
 
         with ExitStack() as stack:
-            sessions: dict[str, RoundFn] = {}
-            for env in self.plan.envs:
-                if not todo[env.name]:
+            for c in cells.values():
+                if c.ended:
                     continue
+                env = c.env
                 progress.update(task, description=f"{bench.name}: setting up {env.name}")
+                isolate(env.name)
                 try:
-                    sessions[env.name] = stack.enter_context(bench.session(env, self.ctx, params))
+                    guarded = _GuardedSession(
+                        bench.session(env, self.ctx, params),
+                        lambda err, env=env: fail(env, [-1], err, "teardown: "))
+                    c.fn = stack.enter_context(guarded)
+                except (KeyboardInterrupt, SystemExit):
+                    raise
                 except Exception as exc:  # noqa: BLE001 - the cell fails, the study goes on
-                    fail(env, todo[env.name], exc)
-            for rnd in range(rounds):
-                for env in self.plan.envs:
-                    fn = sessions.get(env.name)
-                    if fn is None or rnd not in todo[env.name]:
+                    todo = [r for r in range(c.min_rounds) if r not in c.done]
+                    fail(env, todo, exc)
+                    c.done.update(todo)
+                    end(c, "failed")
+                # Unwinding thaws everything first (LIFO), so that teardown can exec.
+                stack.callback(_thaw_all)
+            rnd = 0
+            while True:
+                active = [c for c in cells.values() if not c.ended and c.fn is not None]
+                if not active:
+                    break
+                order = list(active)
+                random.Random(f"{self.plan.seed}:{bench.name}:{rnd}").shuffle(order)
+                for c in order:
+                    if rnd in c.done:
                         continue
-                    progress.update(
-                        task, description=f"{bench.name} {env.name} round {rnd + 1}/{rounds}"
-                    )
-                    try:
-                        measured = fn(rnd)
-                    except OSError as exc:
-                        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                            raise  # the results disk is full: no later cell can be kept
-                        fail(env, [rnd], exc)
-                        continue
-                    except Exception as exc:  # noqa: BLE001 - the cell fails, the study goes on
-                        fail(env, [rnd], exc)
-                        continue
-                    stamp = now_iso()
-                    journal.append_many(
-                        [
-                            Sample(
-                                env=env.name,
-                                bench=bench.name,
-                                metric=m.metric,
-                                value=float(m.value),
-                                unit=m.unit,
-                                round=rnd,
-                                params=m.params,
-                                timestamp=stamp,
-                                raw=m.raw,
-                                flags=flags[env.name],
-                                extra=m.extra,
-                            )
-                            for m in measured
-                        ]
-                    )
-                    progress.advance(task)
+                    if c.count >= c.min_rounds:
+                        reason = self._stop_reason(c, target, deadline)
+                        if reason:
+                            end(c, reason)
+                            continue
+                        c.extra_rounds += 1
+                        progress.update(task, total=(progress.tasks[0].total or 0) + 1)
+                    self._round(bench, c, rnd, journal, progress, task, flags, fail)
+                # A cell whose minimum and cap are reached ends without another pass.
+                for c in active:
+                    if not c.ended and c.count >= c.min_rounds:
+                        reason = self._stop_reason(c, target, deadline)
+                        if reason:
+                            end(c, reason)
+                rnd += 1
             progress.update(task, description=f"{bench.name}: tearing down")
+
+    def _stop_reason(self, c: _CellState, target: float, deadline: float | None) -> str:
+        """Why the cell has enough rounds now, or "" to go on."""
+        if not c.values:
+            return "failed" if c.count >= c.min_rounds else ""
+        if self.plan.rounds_override is not None:
+            return "fixed"
+        width = rel_halfwidth(c.values)
+        if width is not None and width <= target:
+            return "converged"
+        if c.count >= c.max_rounds:
+            return "cap"
+        if deadline is not None and time.monotonic() >= deadline:
+            return "budget"
+        return ""
+
+    @staticmethod
+    def _keep(c: _CellState, metric: str, params: dict[str, Any], kind: str,
+              value: float) -> None:
+        if kind and kind not in CONVERGING_KINDS:
+            return
+        from sandbench.stats import params_key
+
+        key = (metric, repr(params_key(params)))
+        c.values.setdefault(key, []).append(value)
+
+    def _round(self, bench: Benchmark, c: _CellState, rnd: int, journal: Journal,
+               progress: Progress, task: Any, flags: dict[str, list[str]], fail: Any) -> None:
+        env = c.env
+        fn = c.fn
+        assert fn is not None
+        progress.update(task, description=f"{bench.name} {env.name} round {rnd + 1}")
+        isolate(env.name)
+        measured_pids: list[int] = []
+        for sb in live_sandboxes():
+            if sb.env_name == env.name:
+                with contextlib.suppress(Exception):
+                    measured_pids += sb.host_pids()
+        with contextlib.suppress(Exception):
+            measured_pids += env.shared_pids()
+        watch = CpuWatch(measured_pids)
+        c.done.add(rnd)
+        try:
+            measured = fn(rnd)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise  # the results disk is full: no later cell can be kept
+            fail(env, [rnd], exc)
+            return
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the cell fails, the study goes on
+            fail(env, [rnd], exc)
+            return
+        noise = watch.stop()
+        if noise.noisy:
+            self.noisy_rounds += 1
+        stamp = now_iso()
+        samples = []
+        for m in measured:
+            extra = dict(m.extra)
+            own_flags = [str(f) for f in extra.pop("flags", [])]
+            extra["other_cpu_pct"] = round(noise.core_fraction * 100, 3)
+            if noise.noisy:
+                extra["other_cpu_top"] = list(noise.busiest)
+            sample_flags = sorted({*flags[env.name], *own_flags,
+                                   *(["noisy"] if noise.noisy else [])})
+            samples.append(Sample(
+                env=env.name, bench=bench.name, metric=m.metric, value=float(m.value),
+                unit=m.unit, round=rnd, params=m.params, timestamp=stamp, raw=m.raw,
+                flags=sample_flags, extra=extra, kind=m.kind, direction=m.direction))
+            self._keep(c, m.metric, m.params, m.kind, float(m.value))
+        journal.append_many(samples)
+        progress.advance(task)

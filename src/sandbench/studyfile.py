@@ -5,7 +5,9 @@ file, the key and what is allowed.
     profile = "quick"                 # quick | paper
     envs = ["host", "runc"]           # default: every available environment
     benches = ["startup", "syscall"]  # default: all
-    rounds = 5                        # overrides every benchmark's rounds
+    rounds = 5                        # fixes every benchmark's rounds (no adaptive rounds)
+    budget = 30                       # minutes: adaptive rounds stop there
+    seccomp = false                   # every environment without its seccomp profile
     out = "results/my-study"
     baseline = "host"
 
@@ -25,7 +27,8 @@ from typing import Any
 
 from sandbench.errors import UsageError
 
-TOP_KEYS = ("profile", "envs", "benches", "rounds", "out", "baseline", "timeouts", "bench")
+TOP_KEYS = ("profile", "envs", "benches", "rounds", "budget", "seccomp", "out", "baseline",
+            "timeouts", "bench")
 MAX_FILE_BYTES = 1 << 20
 
 
@@ -35,6 +38,8 @@ class Study:
     envs: list[str] | None = None
     benches: list[str] | None = None
     rounds: int | None = None
+    budget_s: float | None = None
+    seccomp: bool | None = None
     out: str | None = None
     baseline: str | None = None
     timeouts: dict[str, float] = field(default_factory=dict)
@@ -99,6 +104,13 @@ def load(
         study.benches = _names(path, "benches", data["benches"], list(bench_params))
     if "rounds" in data:
         study.rounds = _positive_number(path, "rounds", data["rounds"], integer=True)
+    if "budget" in data:
+        study.budget_s = 60.0 * float(
+            _positive_number(path, "budget", data["budget"], integer=False))
+    if "seccomp" in data:
+        if not isinstance(data["seccomp"], bool):
+            raise UsageError(f"{path}: seccomp must be true or false, got {data['seccomp']!r}")
+        study.seccomp = data["seccomp"]
     for key in ("out", "baseline"):
         if key in data:
             if not isinstance(data[key], str) or not data[key] or "\0" in data[key]:
