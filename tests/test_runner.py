@@ -1,0 +1,301 @@
+"""The runner's own rules, on environments and benchmarks made in the test: adaptive rounds
+(stop early when quiet, run to the cap when noisy, respect the budget), faults in a session's
+setup, round or teardown that fail a cell and not the study, the evidence a failure keeps,
+the per-round noise check, the shuffled order and the freezing of other environments."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from rich.console import Console
+
+from sandbench.benchmarks.base import Benchmark, RoundFn, RunContext
+from sandbench.environments.base import (
+    Availability,
+    Completed,
+    Environment,
+    Sandbox,
+    SandboxSpec,
+    live_sandboxes,
+)
+from sandbench.errors import SandboxError, command_evidence
+from sandbench.noise import CpuWatch
+from sandbench.results import Measurement, read_cell_ends, read_failures, read_records, read_samples
+from sandbench.study import Plan, Runner, rel_halfwidth
+
+
+class FakeSandbox(Sandbox):
+    """A sandbox whose 'host process' is a real sleeping child, so that freezing it shows."""
+
+    def __init__(self, env_name: str, busy: bool = False) -> None:
+        super().__init__(f"fake-{env_name}", env_name)
+        code = "while True: pass" if busy else "import time\nwhile True: time.sleep(0.01)"
+        self.proc = subprocess.Popen([sys.executable, "-c", code])
+
+    def launch(self, argv: list[str] | None = None) -> None:
+        pass
+
+    def exec(self, argv: list[str], timeout: float = 60.0) -> Completed:
+        return Completed(argv, 0, "", "")
+
+    def host_pids(self) -> list[int]:
+        return [self.proc.pid]
+
+    def _stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+class FakeEnv(Environment):
+    def __init__(self, name: str, flags: list[str] | None = None) -> None:
+        self.name = name
+        self._flags = flags or []
+
+    def available(self) -> Availability:
+        return Availability.yes()
+
+    def facts(self) -> dict[str, Any]:
+        return {"version": "fake 1"}
+
+    def prepare(self, spec: SandboxSpec) -> Sandbox:
+        return FakeSandbox(self.name)
+
+    def flags(self) -> list[str]:
+        return list(self._flags)
+
+
+class NoiseBench(Benchmark):
+    """Each round returns one value from a generator whose spread is known per environment."""
+
+    name = "fake"
+    profiles = {"quick": {"rounds": 5, "max_rounds": 12},
+                "paper": {"rounds": 5, "max_rounds": 12}}
+
+    def __init__(self, spread: dict[str, float], seconds: float = 0.0,
+                 fail: dict[str, str] | None = None) -> None:
+        self.spread = spread
+        self.seconds = seconds
+        self.fail = fail or {}
+        self.rng = random.Random(7)
+        self.order: list[tuple[int, str]] = []
+        self.frozen_seen: list[tuple[str, list[str]]] = []
+
+    @contextmanager
+    def session(self, env: Environment, ctx: RunContext,
+                params: dict[str, Any]) -> Iterator[RoundFn]:
+        if self.fail.get(env.name) == "setup":
+            raise SandboxError("setup broke", command_evidence(["fake", "setup"], 3, "", "boom"))
+        sb = env.start(ctx.spec())
+
+        def one(rnd: int) -> list[Measurement]:
+            self.order.append((rnd, env.name))
+            self.frozen_seen.append(
+                (env.name, [s.env_name for s in live_sandboxes() if s.frozen]))
+            if self.fail.get(env.name) == "round":
+                raise SandboxError("helper printed nothing",
+                                   command_evidence(["/sb/syscall"], 0, "", "", state="running"))
+            if self.seconds:
+                time.sleep(self.seconds)
+            v = 100.0 * (1 + self.rng.uniform(-1, 1) * self.spread[env.name])
+            return [Measurement.time("t", v, "s")]
+
+        try:
+            yield one
+        finally:
+            sb.stop()
+            if self.fail.get(env.name) == "teardown":
+                raise SandboxError("delete failed",
+                                   command_evidence(["runc", "delete"], 1, "", "busy"))
+
+
+def _run(tmp_path: Path, envs: Sequence[Environment], bench: Benchmark, name: str = "run",
+         **plan_kw: Any) -> Path:
+    out = tmp_path / name
+    out.mkdir()
+    plan = Plan(profile="quick", envs=list(envs), benches=[bench], **plan_kw)
+    Runner(plan, out, Console(file=open(os.devnull, "w"))).run()  # noqa: SIM115
+    return out
+
+
+def _ends(out: Path) -> dict[str, dict[str, Any]]:
+    return {r["env"]: r for r in read_cell_ends(out)}
+
+
+def test_quiet_cell_stops_early_noisy_runs_to_cap(tmp_path: Path) -> None:
+    bench = NoiseBench({"quiet": 0.001, "noisy": 0.5})
+    out = _run(tmp_path, [FakeEnv("quiet"), FakeEnv("noisy")], bench, budget_s=600)
+    ends = _ends(out)
+    assert ends["quiet"]["stop_reason"] == "converged"
+    assert ends["quiet"]["rounds"] == 5  # the minimum: the scorecard's tests need 5
+    assert ends["quiet"]["rel_halfwidth"] <= 0.05
+    assert ends["noisy"]["stop_reason"] == "cap"
+    assert ends["noisy"]["rounds"] == 12
+    n = {e: sum(1 for s in read_samples(out) if s["env"] == e) for e in ("quiet", "noisy")}
+    assert n == {"quiet": 5, "noisy": 12}
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["plan"]["adaptive"]["target_rel_halfwidth"] == 0.05
+    assert meta["plan"]["max_rounds_by_env"]["fake"] == {"quiet": 12, "noisy": 12}
+
+
+def test_budget_stops_extra_rounds(tmp_path: Path) -> None:
+    bench = NoiseBench({"a": 0.5}, seconds=0.3)
+    t0 = time.monotonic()
+    out = _run(tmp_path, [FakeEnv("a")], bench, budget_s=2.0)
+    took = time.monotonic() - t0
+    end = _ends(out)["a"]
+    # The minimum always runs (5 x 0.3 s), then the 2 s budget ends the extra rounds.
+    assert end["stop_reason"] == "budget"
+    assert 5 <= end["rounds"] < 12
+    assert took < 2.0 + 1.0 + 3.0
+
+
+def test_fixed_rounds_and_emulated_quick_cap(tmp_path: Path) -> None:
+    bench = NoiseBench({"a": 0.5, "vm": 0.5})
+    out = _run(tmp_path, [FakeEnv("a"), FakeEnv("vm", ["emulated"])], bench)
+    ends = _ends(out)
+    assert ends["vm"]["rounds"] == 3 and ends["vm"]["stop_reason"] == "cap"
+    assert all("emulated" in s["flags"] for s in read_samples(out) if s["env"] == "vm")
+    bench2 = NoiseBench({"a": 0.5})
+    out2 = _run(tmp_path, [FakeEnv("a")], bench2, name="fixed", rounds_override=2)
+    assert (_ends(out2)["a"]["rounds"], _ends(out2)["a"]["stop_reason"]) == (2, "fixed")
+
+
+def test_faults_fail_their_cell_with_evidence_and_the_study_goes_on(tmp_path: Path) -> None:
+    bench = NoiseBench({"ok": 0.001, "s": 0.1, "r": 0.1, "t": 0.001},
+                       fail={"s": "setup", "r": "round", "t": "teardown"})
+    envs = [FakeEnv(n) for n in ("ok", "s", "r", "t")]
+    out = _run(tmp_path, envs, bench)
+    failures = read_failures(out)
+    by_env: dict[str, list[dict[str, Any]]] = {}
+    for f in failures:
+        by_env.setdefault(f["env"], []).append(f)
+    assert len(by_env["s"]) == 5 and by_env["s"][0]["evidence"]["stderr_tail"] == "boom"
+    assert by_env["s"][0]["evidence"]["exit_status"] == 3
+    assert len(by_env["r"]) == 5
+    assert by_env["r"][0]["evidence"]["command"] == ["/sb/syscall"]
+    assert by_env["r"][0]["evidence"]["state"] == "running"
+    assert [f["round"] for f in by_env["t"]] == [-1]
+    assert "teardown" in by_env["t"][0]["error"] and by_env["t"][0]["evidence"]["exit_status"] == 1
+    assert "ok" not in by_env
+    assert len([s for s in read_samples(out) if s["env"] == "ok"]) == 5
+    assert len([s for s in read_samples(out) if s["env"] == "t"]) == 5
+    ends = _ends(out)
+    assert ends["s"]["stop_reason"] == "failed" and ends["r"]["stop_reason"] == "failed"
+    assert json.loads((out / "meta.json").read_text()).get("finished")
+    assert not live_sandboxes()
+
+
+def test_other_environments_frozen_during_a_round(tmp_path: Path) -> None:
+    bench = NoiseBench({"a": 0.001, "b": 0.001, "c": 0.001})
+    _run(tmp_path, [FakeEnv("a"), FakeEnv("b"), FakeEnv("c")], bench)
+    for env, frozen in bench.frozen_seen:
+        assert env not in frozen
+        assert sorted(frozen) == sorted({"a", "b", "c"} - {env})
+
+
+def test_order_shuffled_per_round_reproducibly(tmp_path: Path) -> None:
+    names = ["a", "b", "c", "d"]
+    b1 = NoiseBench(dict.fromkeys(names, 0.001))
+    _run(tmp_path, [FakeEnv(n) for n in names], b1, name="1", seed=11)
+    b2 = NoiseBench(dict.fromkeys(names, 0.001))
+    _run(tmp_path, [FakeEnv(n) for n in names], b2, name="2", seed=11)
+    assert b1.order == b2.order
+    orders = {tuple(e for r, e in b1.order if r == k) for k in range(5)}
+    assert len(orders) > 1  # not the same order every round
+
+
+def test_freeze_stops_cpu_time_and_thaw_resumes() -> None:
+    sb = FakeSandbox("busy", busy=True)
+    try:
+        p = psutil.Process(sb.proc.pid)
+        time.sleep(0.3)
+        sb.freeze()
+        c0 = sum(p.cpu_times()[:2])
+        time.sleep(0.5)
+        assert sum(p.cpu_times()[:2]) - c0 < 0.02
+        sb.thaw()
+        time.sleep(0.5)
+        assert sum(p.cpu_times()[:2]) - c0 > 0.1
+        sb.freeze()
+    finally:
+        sb.stop()  # a frozen sandbox still stops
+    assert sb.proc.returncode is not None
+
+
+def test_busy_process_beside_a_round_is_flagged_noisy(tmp_path: Path) -> None:
+    # Children of the runner count as the measurement's own (the host side of a benchmark):
+    # the busy process must be foreign, so it is double-forked away from this process tree.
+    foreign = subprocess.Popen(
+        ["setsid", "--fork", sys.executable, "-c",
+         "import time\nt=time.time()\nwhile time.time()-t<4: pass"])
+    foreign.wait()
+    try:
+        bench = NoiseBench({"a": 0.001}, seconds=0.2)
+        out = _run(tmp_path, [FakeEnv("a")], bench, rounds_override=3)
+    finally:
+        for p in psutil.process_iter(["cmdline"]):
+            if "t<4" in " ".join(p.info["cmdline"] or []):
+                p.kill()
+    samples = read_samples(out)
+    assert samples and all("noisy" in s["flags"] for s in samples)
+    assert all(s["extra"]["other_cpu_pct"] > 2 for s in samples)
+    assert any("python" in t for t in samples[0]["extra"]["other_cpu_top"])
+
+
+def test_own_children_are_not_noise() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)
+        watch = CpuWatch([])
+        time.sleep(0.5)
+        noise = watch.stop()
+    finally:
+        child.kill()
+        child.wait()
+    assert all(f"({child.pid})" not in t for t in noise.busiest)
+
+
+def test_quiet_round_not_flagged(tmp_path: Path) -> None:
+    bench = NoiseBench({"a": 0.001}, seconds=0.1)
+    out = _run(tmp_path, [FakeEnv("a")], bench, rounds_override=2)
+    # Other processes on a developer's machine may be busy; CI is quiet. Only the record's
+    # presence and consistency are asserted here.
+    for s in read_samples(out):
+        assert ("noisy" in s["flags"]) == (s["extra"]["other_cpu_pct"] > 2)
+
+
+def test_rel_halfwidth() -> None:
+    assert rel_halfwidth({}) is None
+    assert rel_halfwidth({("t", ""): [1.0]}) == float("inf")
+    assert rel_halfwidth({("t", ""): [0.0, 0.0, 0.0]}) == 0.0
+    w = rel_halfwidth({("t", ""): [100.0, 100.5, 99.5, 100.2, 99.8]})
+    assert w is not None and w < 0.01
+
+
+def test_journal_records_kind_and_direction(tmp_path: Path) -> None:
+    bench = NoiseBench({"a": 0.001})
+    out = _run(tmp_path, [FakeEnv("a")], bench, rounds_override=1)
+    rec = next(r for r in read_records(out) if r["type"] == "sample")
+    assert rec["kind"] == "time" and rec["direction"] == "lower"
+
+
+@pytest.mark.parametrize("bad", ["speed", ""])
+def test_measurement_kinds_validated(bad: str) -> None:
+    if bad:
+        with pytest.raises(ValueError, match="unknown kind"):
+            Measurement("x", 1.0, "s", kind=bad)
+    else:
+        assert Measurement.rate("x", 1.0, "1/s").direction == "higher"
+        assert Measurement.count("errors", 0.0).direction == "lower"
+        assert Measurement("x", 1.0, "s", kind="rate", direction="lower").direction == "lower"
