@@ -227,7 +227,8 @@ def resolve_plan(
     plan = Plan(
         profile=args.profile,
         envs=runnable,
-        benches=[b for b in benches if wanted_benches is None or b.name in wanted_benches],
+        benches=[b for b in benches
+                 if (b.default if wanted_benches is None else b.name in wanted_benches)],
         rounds_override=rounds,
         unavailable=unavailable,
         baseline=args.baseline,

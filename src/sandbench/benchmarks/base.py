@@ -58,8 +58,11 @@ class Benchmark(ABC):
     name: str
     description: str = ""
     image: str = "minimal"
-    #: Parameters per profile; "rounds" is how many times run_round is called per environment.
+    #: Parameters per profile: "rounds" is the minimum number of rounds per environment (what
+    #: the scorecard's tests need), "max_rounds" the cap of adaptive rounds (default: rounds).
     profiles: dict[str, dict[str, Any]] = {}
+    #: Part of a study that names no benchmarks (False: run only when named, e.g. density).
+    default: bool = True
 
     def params(self, profile: str) -> dict[str, Any]:
         return dict(self.profiles[profile])
