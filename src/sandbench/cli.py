@@ -268,14 +268,6 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     out = where[0]
     if previous is not None:
         _check_resume(previous, plan)
-        # The stored parameters are the plan: resume measures exactly what the run began.
-        plan.overrides = previous["plan"]["params"]
-        plan.timeouts = previous["plan"].get("timeouts", {})
-        plan.seed = int(previous["plan"].get("seed", plan.seed))
-        plan.seccomp = previous["plan"].get("seccomp", "default") != "off"
-        adaptive = previous["plan"].get("adaptive") or {}
-        if "budget_s" in adaptive:
-            plan.budget_s = adaptive["budget_s"]
     for n in notes:
         console.print(f"[yellow]{n}")
     console.print(f"results: {out}")
@@ -337,69 +329,27 @@ def _internal_error(out: Path, exc: BaseException) -> int:
 
 
 def _resume_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Load the run to resume; flags must not change its plan."""
-    from sandbench.results import SchemaError, read_meta
+    """Load the run to resume (study.resume_meta decides); its plan replaces the flags."""
+    from sandbench.study import resume_meta
 
-    out = Path(args.resume)
-    try:
-        meta = read_meta(out)
-    except SchemaError as e:
-        raise UsageError(f"--resume: {e}") from None
-    if meta.get("finished"):
-        raise UsageError(f"--resume {str(out)!r}: that run finished; nothing to resume")
-    if args.out and Path(args.out).resolve() != out.resolve():
-        raise UsageError("--resume and --out name different directories; give only --resume")
-    plan = meta["plan"]
-    stored = {
-        "--profile": meta["profile"],
-        "--env": ",".join(plan["envs"]),
-        "--bench": ",".join(plan["benches"]),
-        "--rounds": None if plan.get("rounds_override") is None else str(plan["rounds_override"]),
-        "--baseline": meta.get("baseline"),
-    }
-    given = {
-        "--profile": args.profile,
-        "--env": args.env,
-        "--bench": args.bench,
-        "--rounds": args.rounds,
-        "--baseline": args.baseline,
-    }
-    for flag, value in given.items():
-        if value is not None and value != stored[flag]:
-            raise UsageError(
-                f"--resume: {flag} {value!r} differs from the run's plan ({stored[flag]!r})"
-            )
     if args.study:
         raise UsageError("--resume takes the plan from the run; do not give --study")
+    given = {"--profile": args.profile, "--env": args.env, "--bench": args.bench,
+             "--rounds": args.rounds, "--baseline": args.baseline, "--out": args.out}
+    meta, stored = resume_meta(Path(args.resume), given)
     args.profile = stored["--profile"]
     args.env = stored["--env"]
     args.bench = stored["--bench"]
     args.rounds = stored["--rounds"]
     args.baseline = stored["--baseline"]
-    args.out = str(out)
+    args.out = str(args.resume)
     return meta
 
 
 def _check_resume(meta: dict[str, Any], plan: Any) -> None:
-    """Refuse when the machine or the tool would not produce comparable cells."""
-    from sandbench.hostfacts import host_facts
+    from sandbench.study import apply_resume
 
-    host = host_facts()
-    for key in ("kernel", "cpu_model", "cores"):
-        if meta["host"].get(key) != host.get(key):
-            raise UsageError(
-                f"--resume: host {key} differs: run has {meta['host'].get(key)!r}, "
-                f"this machine {host.get(key)!r}"
-            )
-    for env in plan.envs:
-        before = meta["environments"].get(env.name, {})
-        now = env.facts()
-        for key in ("version", "runtime_version", "platform", "accel"):
-            if before.get(key) != now.get(key):
-                raise UsageError(
-                    f"--resume: {env.name} {key} differs: run has {before.get(key)!r}, "
-                    f"now {now.get(key)!r}"
-                )
+    apply_resume(meta, plan)
 
 
 def _warn_leftovers(console: Console) -> None:

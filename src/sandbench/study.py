@@ -165,6 +165,58 @@ class Plan:
         }
 
 
+def resume_meta(
+    out: Path, given: dict[str, str | None]
+) -> tuple[dict[str, Any], dict[str, str | None]]:
+    """The meta.json of the run to resume and the flags its plan stands for. Flags given
+    again must say the same; raises UsageError naming the one that differs."""
+    from sandbench.errors import UsageError
+    from sandbench.results import SchemaError, read_meta
+
+    try:
+        meta = read_meta(out)
+    except SchemaError as e:
+        raise UsageError(f"--resume: {e}") from None
+    if meta.get("finished"):
+        raise UsageError(f"--resume {str(out)!r}: that run finished; nothing to resume")
+    if given.get("--out") and Path(str(given["--out"])).resolve() != out.resolve():
+        raise UsageError("--resume and --out name different directories; give only --resume")
+    plan = meta["plan"]
+    stored: dict[str, str | None] = {
+        "--profile": meta["profile"],
+        "--env": ",".join(plan["envs"]),
+        "--bench": ",".join(plan["benches"]),
+        "--rounds": None if plan.get("rounds_override") is None else str(plan["rounds_override"]),
+        "--baseline": meta.get("baseline"),
+    }
+    for flag, value in given.items():
+        if flag in stored and value is not None and value != stored[flag]:
+            raise UsageError(
+                f"--resume: {flag} {value!r} differs from the run's plan ({stored[flag]!r})"
+            )
+    return meta, stored
+
+
+def apply_resume(meta: dict[str, Any], plan: Plan) -> None:
+    """Make `plan` the stored one and refuse when this machine or its runtimes would not
+    give comparable cells (the checked facts are comparability's, shared with compare)."""
+    from sandbench.comparability import resume_differences
+    from sandbench.errors import UsageError
+
+    diffs = resume_differences(meta, host_facts(), {e.name: e.facts() for e in plan.envs})
+    if diffs:
+        raise UsageError("--resume: " + "; ".join(diffs))
+    stored = meta["plan"]
+    # The stored parameters are the plan: resume measures exactly what the run began.
+    plan.overrides = stored["params"]
+    plan.timeouts = stored.get("timeouts", {})
+    plan.seed = int(stored.get("seed", plan.seed))
+    plan.seccomp = stored.get("seccomp", "default") != "off"
+    adaptive = stored.get("adaptive") or {}
+    if "budget_s" in adaptive:
+        plan.budget_s = adaptive["budget_s"]
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
