@@ -19,11 +19,14 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats as sps
 
+from sandbench.results import DIRECTIONS
+from sandbench.results import KINDS as KIND_DIRECTIONS
+
 SEED = 20210415  # fixed so that reports and scorecards are reproducible run to run
 N_RESAMPLES = 5000
 CONFIDENCE = 0.95
 NOISY_COV = 0.05  # pyperf's threshold for "this run is unstable"
-THIN_N = 5  # below this a two-sided Mann-Whitney cannot reach p < 0.01
+ALPHA = 0.01  # significance level of every test: scorecard, compare and the CLI table
 MAX_LISTED = 6  # cells named per warning before "and N more"
 # Counts of rare events (mostly 0): their CoV says nothing about the run's stability.
 EVENT_COUNTS = frozenset({"retransmits", "errors", "reconnects", "socket_errors", "non_2xx"})
@@ -113,6 +116,30 @@ def safe_ratio(num: float, den: float) -> float | None:
     return num / den
 
 
+def min_p(n_a: int, n_b: int) -> float:
+    """The smallest two-sided Mann-Whitney p reachable with n_a and n_b values: complete
+    separation without ties, 2 / C(n_a + n_b, n_a) (1 at 1 vs 1, 0.33 at 2 vs 2, 0.1 at 3 vs 3,
+    0.029 at 4 vs 4, 0.0079 at 5 vs 5). No data can do better, however far apart."""
+    if n_a <= 0 or n_b <= 0:
+        return 1.0
+    return min(1.0, 2.0 / math.comb(n_a + n_b, n_a))
+
+
+def rounds_to_decide(alpha: float = ALPHA, have: tuple[int, int] = (0, 0)) -> int:
+    """Smallest number of rounds k such that topping both sides up to k (sides that already
+    have more keep them) makes p < alpha reachable: 5 at alpha 0.01 from scratch."""
+    k = 1
+    while min_p(max(have[0], k), max(have[1], k)) >= alpha:
+        k += 1
+    return k
+
+
+#: Below this many values per side no test here can reach p < ALPHA, and the percentile
+#: bootstrap interval of a median (it never leaves the sample's [min, max], which covers the
+#: true median with probability 1 - 2^(1-n): 75 % at 3, 94 % at 5) is too short to trust.
+THIN_N = rounds_to_decide(ALPHA)
+
+
 def mann_whitney(a: Sequence[float], b: Sequence[float]) -> float:
     """Two-sided Mann-Whitney U p-value; 1.0 where the test is undefined (an empty group or
     every value identical), since then nothing shows a difference."""
@@ -121,6 +148,119 @@ def mann_whitney(a: Sequence[float], b: Sequence[float]) -> float:
     if len(set(a) | set(b)) == 1:
         return 1.0
     return float(sps.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+
+
+# --- the one significance function -----------------------------------------------------------
+
+BETTER = "better"
+WORSE = "worse"
+SAME = "no difference"
+THIN = "not enough samples"
+CHANGED = "different, direction unknown"  # significant, but the metric declares no direction
+
+
+def direction_of(samples: Iterable[dict[str, Any]]) -> str:
+    """"higher" or "lower" (which is better), as the samples declare it (their "direction", or
+    the usual direction of their "kind"); "" when they do not (journals from before metrics
+    declared a meaning) or disagree. Never guessed from the metric's name."""
+    found = set()
+    for s in samples:
+        d = str(s.get("direction") or "")
+        if not d:
+            d = KIND_DIRECTIONS.get(str(s.get("kind") or ""), "")
+        found.add(d if d in DIRECTIONS else "")
+    return found.pop() if len(found) == 1 else ""
+
+
+def kind_of(samples: Iterable[dict[str, Any]]) -> str:
+    kinds = {str(s.get("kind") or "") for s in samples}
+    return kinds.pop() if len(kinds) == 1 else ""
+
+
+@dataclass(frozen=True)
+class Difference:
+    """B against A: is there a real difference, and is it better or worse?"""
+
+    n_a: int
+    n_b: int
+    median_a: float
+    median_b: float
+    ratio: float | None  # median_b / median_a; None where median_a is 0
+    ratio_low: float | None  # bootstrap interval; None below 2 values a side (it is a point)
+    ratio_high: float | None
+    p: float  # two-sided Mann-Whitney U
+    min_p: float  # the smallest p these n can reach
+    alpha: float
+    factor: float
+    direction: str  # "higher", "lower" or "" (unknown)
+    verdict: str  # BETTER, WORSE, SAME, THIN or CHANGED
+
+    @property
+    def different(self) -> bool:
+        return self.verdict in (BETTER, WORSE, CHANGED)
+
+    @property
+    def decidable(self) -> bool:
+        return self.verdict != THIN
+
+    @property
+    def rounds_needed(self) -> int:
+        """Rounds per side that would make p < alpha reachable."""
+        return rounds_to_decide(self.alpha, (self.n_a, self.n_b))
+
+    def reason(self) -> str:
+        """One line saying why the verdict is what it is."""
+        n = f"n={self.n_a}/{self.n_b}"
+        if self.verdict == THIN:
+            return (f"{n}: the smallest two-sided Mann-Whitney p at these n is {self.min_p:.2g}, "
+                    f"not below {self.alpha:g}; {self.rounds_needed} rounds a side decide")
+        r = "n/a" if self.ratio is None else f"{self.ratio:.3g}x"
+        ci = ("" if self.ratio_low is None or self.ratio_high is None
+              else f" [{self.ratio_low:.3g}, {self.ratio_high:.3g}]")
+        base = f"B/A {r}{ci}, p={self.p:.2g}, {n}"
+        if self.verdict == SAME:
+            why = (f"p >= {self.alpha:g}" if self.p >= self.alpha
+                   else f"within {self.factor:g}x")
+            return f"{base}: no real difference ({why})"
+        if self.verdict == CHANGED:
+            return f"{base}: differs, but the metric declares no direction (older journal)"
+        return f"{base}: {self.verdict}"
+
+
+def difference(a: Sequence[float], b: Sequence[float], *, direction: str = "",
+               factor: float = 1.1, alpha: float = ALPHA) -> Difference:
+    """The one significance rule (scorecard, `compare`, the CLI table): B differs from A when
+    a two-sided Mann-Whitney U gives p < alpha AND median B / median A lies beyond `factor`
+    either way (asv's rule: p alone flags noise at many rounds, the ratio alone flags luck at
+    few). Where these n cannot reach p < alpha at all the verdict is THIN, never SAME.
+    `direction` ("higher"/"lower" is better, "" unknown) turns a difference into BETTER or
+    WORSE; it is read from the samples (direction_of), never from metric names."""
+    na, nb = len(a), len(b)
+    ma = float(np.median(a)) if na else math.nan
+    mb = float(np.median(b)) if nb else math.nan
+    mp = min_p(na, nb)
+    ratio = safe_ratio(mb, ma) if na and nb else None
+    lo = hi = None
+    if ratio is not None and na >= 2 and nb >= 2:
+        clo, chi = ratio_ci(b, a)
+        lo, hi = (clo, chi) if math.isfinite(clo) else (None, None)
+    p = mann_whitney(a, b)
+    if mp >= alpha:
+        verdict = THIN
+    else:
+        # A zero median in A (e.g. no errors): any significant change counts.
+        beyond = mb != ma if ratio is None else (ratio > factor or ratio < 1.0 / factor)
+        if not (p < alpha and beyond):
+            verdict = SAME
+        elif direction == "higher":
+            verdict = BETTER if mb > ma else WORSE
+        elif direction == "lower":
+            verdict = BETTER if mb < ma else WORSE
+        else:
+            verdict = CHANGED
+    return Difference(n_a=na, n_b=nb, median_a=ma, median_b=mb, ratio=ratio, ratio_low=lo,
+                      ratio_high=hi, p=p, min_p=mp, alpha=alpha, factor=factor,
+                      direction=direction if direction in DIRECTIONS else "", verdict=verdict)
 
 
 # --- cells ---------------------------------------------------------------------------------
@@ -149,6 +289,8 @@ class CellStats:
     ratio: float | None = None  # median / baseline median; None = no baseline ("n/a")
     ratio_low: float | None = None
     ratio_high: float | None = None
+    kind: str = ""  # as the samples declare it ("" in older journals)
+    direction: str = ""  # "higher" / "lower" is better; "" = unknown, never guessed
 
     @property
     def key(self) -> CellKey:
@@ -194,7 +336,8 @@ def summarize(samples: Iterable[dict[str, Any]], baseline: str = "host") -> list
             values=tuple(values), n=int(d["n"]), median=d["median"], mean=d["mean"],
             stdev=d["stdev"], cov=d["cov"], min=d["min"], max=d["max"], q1=d["q1"],
             q3=d["q3"], ci_low=d["ci_low"], ci_high=d["ci_high"], flags=tuple(flags),
-            ratio=ratio, ratio_low=rlo, ratio_high=rhi))
+            ratio=ratio, ratio_low=rlo, ratio_high=rhi, kind=kind_of(ss),
+            direction=direction_of(ss)))
     return out
 
 
@@ -262,10 +405,15 @@ def warnings_for(cells: Iterable[CellStats]) -> list[StatWarning]:
     for env, labels in thin.items():
         out.append(StatWarning(
             "thin", env, f"fewer than {THIN_N} samples",
-            f"medians and intervals are rough and no test can reach p < 0.01; use at least "
-            f"{THIN_N} rounds (the paper profile)", listed(env, labels)))
+            f"no test can reach p < {ALPHA:g} below {THIN_N} rounds a side (the smallest "
+            f"two-sided Mann-Whitney p is {_min_p_list()}), so these cells cannot decide a "
+            f"claim or show a change; use at least {THIN_N} rounds", listed(env, labels)))
     for (flag, env), labels in flagged.items():
         msg, advice = FLAG_ADVICE.get(flag, (f"samples carry flag {flag!r}",
                                              "read the run log for why"))
         out.append(StatWarning(flag, env, msg, advice, listed(env, labels)))
     return out
+
+
+def _min_p_list() -> str:
+    return ", ".join(f"{min_p(n, n):.2g} at n={n}" for n in range(1, THIN_N))

@@ -1,0 +1,103 @@
+"""When two sets of measurements may be compared: ONE list of checked facts and parameters,
+shared by `sandbench compare` and `sandbench run --resume`.
+
+Numbers from another kernel, CPU, core count, virtualization, runtime version, gVisor platform
+or QEMU accelerator differ for reasons other than the change being asked about (pyperf's rule),
+and numbers from other benchmark parameters (a quick run's 10 s of sysbench cpu against a paper
+run's 600 s) measure something else. Only the number of rounds and the adaptive-rounds
+settings may differ: they change how precise a cell is, not what it measures.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+#: Facts of the machine (meta["host"], hostfacts.host_facts()).
+CHECKED_HOST_FACTS: tuple[str, ...] = ("kernel", "cpu_model", "cores", "virtualized",
+                                       "hypervisor")
+#: Facts of each environment (meta["environments"][name], Environment.facts()).
+CHECKED_ENV_FACTS: tuple[str, ...] = ("version", "runtime_version", "platform", "accel")
+
+
+def is_round_setting(key: str) -> bool:
+    """Benchmark parameters that only set how many rounds run: "rounds", "min_rounds",
+    "max_rounds", "adaptive", "adaptive_*"."""
+    return "rounds" in key or key.startswith("adaptive")
+
+
+def measured_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A benchmark's parameters without the round settings: what decides what a cell
+    measures."""
+    return {k: v for k, v in (params or {}).items() if not is_round_setting(str(k))}
+
+
+def _same(a: Any, b: Any) -> bool:
+    # JSON text, so that 16 and 16.0 match but 16 and "16" do not
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True,
+                                                                    default=str)
+
+
+def differing_host_facts(a: Mapping[str, Any], b: Mapping[str, Any],
+                         names: tuple[str, str] = ("A", "B")) -> list[str]:
+    """'host kernel: A '6.1' vs B '6.8'' for every checked host fact that differs. A fact one
+    side did not record counts as differing (None), since nothing shows it is the same."""
+    return [f"host {k}: {names[0]} {a.get(k)!r} vs {names[1]} {b.get(k)!r}"
+            for k in CHECKED_HOST_FACTS if not _same(a.get(k), b.get(k))]
+
+
+def differing_env_facts(a: Mapping[str, Any], b: Mapping[str, Any],
+                        names: tuple[str, str] = ("A", "B")) -> list[str]:
+    """Checked facts of the environments both sides have, as 'docker version: A .. vs B ..'."""
+    out = []
+    for env in [e for e in a if e in b]:
+        fa, fb = a.get(env) or {}, b.get(env) or {}
+        out += [f"{env} {k}: {names[0]} {fa.get(k)!r} vs {names[1]} {fb.get(k)!r}"
+                for k in CHECKED_ENV_FACTS if not _same(fa.get(k), fb.get(k))]
+    return out
+
+
+def differing_facts(meta_a: Mapping[str, Any], meta_b: Mapping[str, Any]) -> list[str]:
+    """Every checked host and environment fact that differs between two runs' meta.json."""
+    return (differing_host_facts(meta_a.get("host") or {}, meta_b.get("host") or {})
+            + differing_env_facts(meta_a.get("environments") or {},
+                                  meta_b.get("environments") or {}))
+
+
+def plan_params(meta: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """plan.params per benchmark, without the round settings."""
+    params = (meta.get("plan") or {}).get("params") or {}
+    return {str(b): measured_params(p) for b, p in params.items()}
+
+
+def differing_params(meta_a: Mapping[str, Any], meta_b: Mapping[str, Any]) -> list[str]:
+    """Parameters of the benchmarks both runs planned that differ, as
+    'cpu time_s: A 10 vs B 600'. Round counts and adaptive-rounds settings are ignored."""
+    pa, pb = plan_params(meta_a), plan_params(meta_b)
+    benches_a = set((meta_a.get("plan") or {}).get("benches") or pa)
+    benches_b = set((meta_b.get("plan") or {}).get("benches") or pb)
+    out = []
+    for bench in sorted(benches_a & benches_b):
+        a, b = pa.get(bench, {}), pb.get(bench, {})
+        for k in sorted(set(a) | set(b)):
+            if not _same(a.get(k), b.get(k)):
+                out.append(f"{bench} {k}: A {_show(a, k)} vs B {_show(b, k)}")
+    return out
+
+
+def _show(params: Mapping[str, Any], key: str) -> str:
+    return json.dumps(params[key], default=str) if key in params else "(not set)"
+
+
+def resume_differences(meta: Mapping[str, Any], host_now: Mapping[str, Any],
+                       env_facts_now: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """What would make resumed cells incomparable with the run's stored ones: the checked host
+    facts against this machine's, and the checked facts of each environment about to run
+    against the stored ones (an environment the run never recorded counts as differing)."""
+    names = ("run has", "this machine")
+    out = differing_host_facts(meta.get("host") or {}, host_now, names)
+    stored = meta.get("environments") or {}
+    for env, now in env_facts_now.items():
+        out += differing_env_facts({env: stored.get(env) or {}}, {env: now}, names)
+    return out
