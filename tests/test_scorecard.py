@@ -14,6 +14,7 @@ from sandbench.report.scorecard import (
     CLAIMS_FILE,
     FAILS,
     HOLDS,
+    INCONCLUSIVE,
     NOT_MEASURED,
     Rules,
     evaluate_claims,
@@ -62,12 +63,13 @@ def test_order_fails_when_significant_but_under_ten_percent() -> None:
     assert r.verdict == HOLDS
 
 
-def test_order_fails_when_not_significant() -> None:
-    # Large ratio but n=3 per side: two-sided Mann-Whitney cannot reach p < 0.01.
+def test_order_inconclusive_when_no_test_can_decide() -> None:
+    # Large ratio but n=3 per side: two-sided Mann-Whitney cannot reach p < 0.01 (min 0.1).
     r = verdict(cell("a", 1.0, n=3) + cell("b", 3.0, n=3),
                 {"kind": "order", "less": ["a"], "greater": ["b"]})
-    assert r.verdict == FAILS
+    assert r.verdict == INCONCLUSIVE
     assert "p=0.1" in r.measured
+    assert "n=3/3" in r.reason and "0.1" in r.reason and "5 rounds" in r.reason
 
 
 def test_order_not_measured_names_missing_env() -> None:
@@ -160,16 +162,17 @@ def test_ratio_change_and_param_expansion() -> None:
 
 
 def test_inverse() -> None:
-    tps = [100.0, 200.0, 300.0, 400.0]
+    tps = [100.0, 200.0, 300.0, 400.0, 500.0, 600.0]
     samples: list[dict[str, Any]] = []
     for i, t in enumerate(tps):
         samples += cell(f"e{i}", t, metric="m") + cell(f"e{i}", 1000 / t, metric="lat")
-    chk = {"kind": "inverse", "other_metric": "lat", "envs": [f"e{i}" for i in range(4)]}
-    assert verdict(samples, chk).verdict == HOLDS
+    chk = {"kind": "inverse", "other_metric": "lat", "envs": [f"e{i}" for i in range(6)]}
+    r = verdict(samples, chk)
+    assert r.verdict == HOLDS, r.reason
     same_way = [s for s in samples if s["metric"] == "m"] + \
         [{**s, "metric": "lat"} for s in samples if s["metric"] == "m"]
     assert verdict(same_way, chk).verdict == FAILS
-    assert verdict(samples[:28], {**chk}).verdict == NOT_MEASURED
+    assert verdict(samples[:28], {**chk}).verdict == NOT_MEASURED  # two envs only
 
 
 # --- the real claims file ----------------------------------------------------------------------

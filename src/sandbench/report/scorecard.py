@@ -1,17 +1,26 @@
-"""Score a run against the paper's claims (claims.toml holds the claims and the rules)."""
+"""Score a run against the paper's claims (claims.toml holds the claims and the rules).
+
+Four verdicts, each with a one-line reason: *holds*; *does not hold* only when the data show
+the opposite with significance, or an interval lying outside the claim's window; *inconclusive*
+when the data cannot decide (too few rounds for any test to reach p < alpha, or an interval
+that straddles the window), saying how many rounds would; *not measured* when a member is
+missing or was only emulated. Emulated samples never decide a claim: every VM of the paper ran
+on hardware virtualization. Significance is stats.difference, the same rule as `compare` and
+the CLI table.
+"""
 
 from __future__ import annotations
 
 import itertools
 import math
+import re
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats as sps
 
 from sandbench import results, stats
 
@@ -19,15 +28,23 @@ CLAIMS_FILE = Path(__file__).with_name("claims.toml")
 
 HOLDS = "holds"
 FAILS = "does not hold"
+INCONCLUSIVE = "inconclusive"
 NOT_MEASURED = "not measured"
+VERDICTS = (HOLDS, FAILS, INCONCLUSIVE, NOT_MEASURED)
+
+#: A claim's verdict is the first of these that one of its checks has.
+_PRECEDENCE = (FAILS, NOT_MEASURED, INCONCLUSIVE, HOLDS)
 
 
 @dataclass(frozen=True)
 class CheckResult:
     description: str
-    verdict: str  # HOLDS, FAILS or NOT_MEASURED
+    verdict: str  # one of VERDICTS
     measured: str  # our numbers, for a person to read beside the paper's
-    missing: tuple[str, ...] = ()  # envs the check needed and the run lacks
+    missing: tuple[str, ...] = ()  # envs the check named and the run lacks
+    reason: str = ""  # one line: why this verdict
+    emulated: tuple[str, ...] = ()  # envs measured only under emulation: shown, never judged
+    judged: tuple[str, ...] = ()  # envs whose numbers decided the verdict
 
 
 @dataclass(frozen=True)
@@ -39,13 +56,26 @@ class ClaimResult:
     paper: str
     verdict: str
     checks: tuple[CheckResult, ...] = field(default=())
-    missing: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()  # members named by the claim that the run lacks
+    reason: str = ""  # one line: why this verdict (and, for "does not hold", a likely cause)
+    emulated: tuple[str, ...] = ()  # members measured only under emulation, not judged
+    cause: str = ""  # the likely cause of a "does not hold" the run's facts show; "" if none
 
     @property
     def verdict_text(self) -> str:
-        if self.verdict == NOT_MEASURED and self.missing:
-            return f"{NOT_MEASURED} (no {', '.join(self.missing)})"
-        return self.verdict
+        """The verdict with the members it could not judge: "holds, docker-gvisor-kvm not
+        measured", "not measured (no kata-fc; qemu-vm emulated only)"."""
+        emu = f"{', '.join(self.emulated)} emulated only" if self.emulated else ""
+        if self.verdict == NOT_MEASURED:
+            parts = ([f"no {', '.join(self.missing)}"] if self.missing else []) + (
+                [emu] if emu else [])
+            return f"{NOT_MEASURED} ({'; '.join(parts)})" if parts else NOT_MEASURED
+        text = self.verdict
+        if self.missing:
+            text += f", {', '.join(self.missing)} not measured"
+        if emu:
+            text += f"; {emu}"
+        return text
 
     @property
     def measured(self) -> str:
@@ -54,7 +84,7 @@ class ClaimResult:
 
 @dataclass(frozen=True)
 class Rules:
-    alpha: float = 0.01
+    alpha: float = stats.ALPHA
     min_factor: float = 1.1
     window: float = 2.0
     comparable: tuple[float, float] = (0.8, 1.25)
@@ -71,7 +101,7 @@ def load_claims(path: Path = CLAIMS_FILE) -> tuple[Rules, list[dict[str, Any]]]:
     data = tomllib.loads(path.read_text())
     r = data.get("rules", {})
     rules = Rules(
-        alpha=float(r.get("alpha", 0.01)), min_factor=float(r.get("min_factor", 1.1)),
+        alpha=float(r.get("alpha", stats.ALPHA)), min_factor=float(r.get("min_factor", 1.1)),
         window=float(r.get("window", 2.0)),
         comparable=_pair(r.get("comparable", (0.8, 1.25))),
         max_rho=float(r.get("max_rho", -0.7)), min_envs=int(r.get("min_envs", 3)))
@@ -80,12 +110,19 @@ def load_claims(path: Path = CLAIMS_FILE) -> tuple[Rules, list[dict[str, Any]]]:
 
 # --- access to the measured values ---------------------------------------------------------
 
+OK, MISSING, EMULATED = "ok", "missing", "emulated"
+
 
 class Cells:
-    """Sample values by (env, bench, metric, params), looked up with a partial params dict."""
+    """Sample values by (env, bench, metric, params), looked up with a partial params dict.
+    A cell is emulated when any of its samples carries the "emulated" flag or its env ran
+    under TCG according to meta.json (older journals): it is shown, never judged."""
 
-    def __init__(self, samples: Iterable[dict[str, Any]]) -> None:
+    def __init__(self, samples: Iterable[dict[str, Any]],
+                 meta: Mapping[str, Any] | None = None) -> None:
         self.groups = stats.group_samples(samples)
+        envs = (meta or {}).get("environments") or {}
+        self.tcg = {e for e, f in envs.items() if str((f or {}).get("accel", "")) == "tcg"}
 
     def samples(self, env: str, bench: str, metric: str,
                 params: dict[str, Any]) -> list[dict[str, Any]] | None:
@@ -95,8 +132,23 @@ class Cells:
                 return ss
         return None
 
+    def status(self, env: str, bench: str, metric: str, params: dict[str, Any]) -> str:
+        ss = self.samples(env, bench, metric, params)
+        if ss is None:
+            return MISSING
+        if env in self.tcg or any("emulated" in (s.get("flags") or []) for s in ss):
+            return EMULATED
+        return OK
+
     def values(self, env: str, bench: str, metric: str, params: dict[str, Any],
                statistic: str = "value") -> list[float] | None:
+        """Values of a measured, not emulated cell; None otherwise."""
+        if self.status(env, bench, metric, params) != OK:
+            return None
+        return self.raw_values(env, bench, metric, params, statistic)
+
+    def raw_values(self, env: str, bench: str, metric: str, params: dict[str, Any],
+                   statistic: str = "value") -> list[float] | None:
         ss = self.samples(env, bench, metric, params)
         if ss is None:
             return None
@@ -107,7 +159,8 @@ class Cells:
         return [float(s["value"]) for s in ss]
 
     def has(self, env: str, bench: str, metric: str, params: dict[str, Any]) -> bool:
-        return self.samples(env, bench, metric, params) is not None
+        """Measured and judgeable (not emulated)."""
+        return self.status(env, bench, metric, params) == OK
 
 
 def _iqr(sample: dict[str, Any]) -> float | None:
@@ -127,8 +180,8 @@ def _expand(params: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*choices)]
 
 
-def _f(x: float) -> str:
-    if not math.isfinite(x):
+def _f(x: float | None) -> str:
+    if x is None or not math.isfinite(x):
         return "n/a"
     return f"{x:.3g}"
 
@@ -137,20 +190,105 @@ def _label(params: dict[str, Any]) -> str:
     return (" [" + " ".join(f"{k}={v}" for k, v in params.items()) + "]") if params else ""
 
 
-# --- check kinds ---------------------------------------------------------------------------
+# --- who can be judged -------------------------------------------------------------------------
 
 
-def _missing(cells: Cells, envs: Iterable[str], bench: str, metric: str,
-             params: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(e for e in envs if not cells.has(e, bench, metric, params)))
+@dataclass
+class _Members:
+    """The envs a check names, split into judgeable, missing and emulated-only."""
+
+    cells: Cells
+    bench: str
+    metric: str
+    params: dict[str, Any]
+    missing: list[str] = field(default_factory=list)
+    emulated: list[str] = field(default_factory=list)
+
+    def keep(self, envs: Iterable[str]) -> list[str]:
+        out = []
+        for e in envs:
+            st = self.cells.status(e, self.bench, self.metric, self.params)
+            if st == OK:
+                out.append(e)
+            elif st == EMULATED:
+                if e not in self.emulated:
+                    self.emulated.append(e)
+            elif e not in self.missing:
+                self.missing.append(e)
+        return list(dict.fromkeys(out))
+
+    def shown(self) -> str:
+        """The emulated numbers, labelled, and who is missing, for the measured column."""
+        parts = []
+        for e in self.emulated:
+            v = self.cells.raw_values(e, self.bench, self.metric, self.params) or []
+            parts.append(f"{e} emulated, not judged: median {_f(float(np.median(v)))}"
+                         if v else f"{e} emulated, not judged")
+        if self.missing:
+            parts.append(f"(not measured: {', '.join(self.missing)})")
+        return "; ".join(parts)
+
+    def result(self, desc: str, verdict: str, measured: list[str], reason: str,
+               judged: Iterable[str] = ()) -> CheckResult:
+        shown = self.shown()
+        if verdict == NOT_MEASURED and not reason:
+            bits = ([f"no {', '.join(self.missing)}"] if self.missing else []) + (
+                [f"{', '.join(self.emulated)} only emulated (TCG): not comparable with "
+                 "hardware virtualization"] if self.emulated else [])
+            reason = "; ".join(bits) or "nothing to compare"
+        return CheckResult(desc, verdict, "; ".join([*measured, *([shown] if shown else [])]),
+                           tuple(self.missing), reason, tuple(self.emulated),
+                           tuple(dict.fromkeys(judged)))
 
 
-def _window(expected: Any, window: float) -> tuple[float, float]:
-    lo, hi = (expected if isinstance(expected, list) else (expected, expected))
-    lo, hi = float(lo), float(hi)
-    if lo < 0:  # a negative expected difference: "half" is closer to zero
-        return (lo * window, hi / window)
-    return (lo / window, hi * window)
+def _combine(verdicts: Iterable[str]) -> str:
+    found = set(verdicts)
+    for v in _PRECEDENCE:
+        if v in found:
+            return v
+    return NOT_MEASURED
+
+
+def _first(pairs: Sequence[tuple[str, str]], verdict: str) -> str:
+    """The reason of the pair that decided `verdict`; all of them when everything holds."""
+    if verdict == HOLDS:
+        return "; ".join(r for _, r in pairs)
+    return next((r for v, r in pairs if v == verdict), "")
+
+
+# --- order -------------------------------------------------------------------------------------
+
+
+def _order_pair(a: str, b: str, va: list[float], vb: list[float], lo_f: float,
+                hi_f: float | None, alpha: float) -> tuple[str, str, str]:
+    """Is b above a by more than lo_f (and at most hi_f)? (verdict, measured, reason)"""
+    d = stats.difference(va, vb, direction="higher", factor=lo_f, alpha=alpha)
+    ratio = d.ratio if d.ratio is not None else (math.inf if d.median_b > d.median_a else None)
+    ci = ("" if d.ratio_low is None or d.ratio_high is None
+          else f" [{_f(d.ratio_low)}, {_f(d.ratio_high)}]")
+    shown = f"{b} / {a} {_f(ratio)}x{ci} p={d.p:.2g} n={d.n_b}/{d.n_a}"
+    if d.verdict == stats.THIN:
+        return INCONCLUSIVE, shown, f"{b} / {a}: {d.reason()}"
+    opposite = d.p < alpha and d.median_b < d.median_a
+    if opposite:
+        return FAILS, shown, f"{b} / {a} {_f(ratio)}x: the opposite order, p={d.p:.2g}"
+    if d.verdict == stats.BETTER and ratio is not None:
+        if hi_f is None or ratio <= hi_f:
+            return HOLDS, shown, f"{b} / {a} {_f(ratio)}x, p={d.p:.2g}"
+        if d.ratio_low is not None and d.ratio_low > hi_f:
+            return FAILS, shown, (f"{b} / {a} {_f(ratio)}x{ci}: far more than the claimed "
+                                  f"at most {hi_f:g}x")
+        return INCONCLUSIVE, shown, (f"{b} / {a} {_f(ratio)}x{ci} straddles the claimed "
+                                     f"at most {hi_f:g}x; more rounds narrow it")
+    if d.ratio_high is not None and d.ratio_high <= lo_f:
+        return FAILS, shown, (f"{b} / {a} {_f(ratio)}x{ci}: not above {lo_f:g}x "
+                              f"(interval below it)")
+    if d.p >= alpha:
+        why = (f"p={d.p:.2g} >= {alpha:g} at n={d.n_b}/{d.n_a}; more rounds or a quieter "
+               "host decide")
+    else:
+        why = f"interval{ci or ' n/a'} straddles {lo_f:g}x; more rounds narrow it"
+    return INCONCLUSIVE, shown, f"{b} / {a} {_f(ratio)}x: {why}"
 
 
 def _order(cells: Cells, chk: dict[str, Any], rules: Rules,
@@ -159,61 +297,46 @@ def _order(cells: Cells, chk: dict[str, Any], rules: Rules,
     statistic = "iqr" if chk.get("statistic") == "iqr" else "value"
     among = list(chk.get("among", []))
     less, greater = list(chk.get("less", [])), list(chk.get("greater", []))
-    named = less or greater
-    missing = _missing(cells, named, bench, metric, params)
-    unmeasured_others: list[str] = []
+    mem = _Members(cells, bench, metric, params)
     if among:
-        others = [e for e in among if e not in named]
-        unmeasured_others = [e for e in others if not cells.has(e, bench, metric, params)]
-        measured_others = [e for e in others if e not in unmeasured_others]
-        if less:
-            greater = measured_others
-            less = [e for e in less if e not in missing]
-        else:
-            less = measured_others
-            greater = [e for e in greater if e not in missing]
-        # Judged on the named envs measured here, as long as one of them was.
-        unmeasured_others = [*missing, *unmeasured_others]
-        missing = missing if len(missing) == len(named) else ()
-        if not measured_others:
-            missing += tuple(e for e in unmeasured_others if e not in missing)
+        # "the smallest / the largest": the other side is every judgeable env of `among`.
+        named = less or greater
+        others = mem.keep(e for e in among if e not in named)
+        named = mem.keep(named)
+        less, greater = (named, others) if less else (others, named)
     else:
-        # A group the paper names ("gVisor, both platforms") is judged on its measured
-        # members; only a side with no measured member at all makes the check unmeasured.
-        gone = _missing(cells, less + greater, bench, metric, params)
-        less = [e for e in less if e not in gone]
-        greater = [e for e in greater if e not in gone]
-        unmeasured_others = list(gone)
-        missing = gone if not less or not greater else ()
+        # A group the paper names ("gVisor, both platforms") is judged on its judgeable
+        # members; the others are named beside the verdict.
+        less, greater = mem.keep(less), mem.keep(greater)
     lo_f = float(chk.get("min_factor", rules.min_factor))
     hi_f = chk.get("max_factor")
+    hi = None if hi_f is None else float(hi_f)
     what = "spread (IQR)" if statistic == "iqr" else metric
-    desc = (f"{what}{_label(params)}: {', '.join(less) or '?'} below {', '.join(greater) or '?'}"
-            f" by >{lo_f:g}x" + (f" and <={float(hi_f):g}x" if hi_f is not None else "")
-            + f", p<{rules.alpha:g}")
-    if missing:
-        return CheckResult(desc, NOT_MEASURED, "", missing)
+    desc = (f"{what}{_label(params)}: {', '.join(less) or '?'} below "
+            f"{', '.join(greater) or '?'} by >{lo_f:g}x"
+            + (f" and <={hi:g}x" if hi is not None else "") + f", p<{rules.alpha:g}")
+    if not less or not greater:
+        return mem.result(desc, NOT_MEASURED, [], "")
     parts: list[str] = []
-    ok = True
+    outcomes: list[tuple[str, str]] = []
     for a, b in itertools.product(less, greater):
         if a == b:
             continue
         va = cells.values(a, bench, metric, params, statistic)
         vb = cells.values(b, bench, metric, params, statistic)
         if va is None or vb is None:
-            return CheckResult(desc, NOT_MEASURED, "no percentiles stored",
-                               tuple(e for e, v in ((a, va), (b, vb)) if v is None))
-        ma, mb = float(np.median(va)), float(np.median(vb))
-        factor = stats.safe_ratio(mb, ma)
-        p = stats.mann_whitney(va, vb)
-        good = (factor is not None and factor > lo_f and mb > ma and p < rules.alpha
-                and (hi_f is None or factor <= float(hi_f)))
-        ok = ok and good
-        parts.append(f"{b} / {a} {_f(factor) if factor is not None else 'n/a'}x "
-                     f"p={p:.2g} {'ok' if good else 'FAIL'}")
-    if unmeasured_others:
-        parts.append(f"(not measured: {', '.join(unmeasured_others)})")
-    return CheckResult(desc, HOLDS if ok else FAILS, "; ".join(parts))
+            gone = [e for e, v in ((a, va), (b, vb)) if v is None]
+            mem.missing += [e for e in gone if e not in mem.missing]
+            return mem.result(desc, NOT_MEASURED, ["no percentiles stored"],
+                              f"no per-I/O percentiles stored for {', '.join(gone)}")
+        v, shown, why = _order_pair(a, b, va, vb, lo_f, hi, rules.alpha)
+        parts.append(shown + f" {'ok' if v == HOLDS else v.upper()}")
+        outcomes.append((v, why))
+    verdict = _combine(v for v, _ in outcomes)
+    return mem.result(desc, verdict, parts, _first(outcomes, verdict), [*less, *greater])
+
+
+# --- intervals: ratio, difference, comparable, ratio_change -----------------------------------
 
 
 def _pairs(chk: dict[str, Any]) -> list[tuple[str, str]]:
@@ -224,29 +347,61 @@ def _pairs(chk: dict[str, Any]) -> list[tuple[str, str]]:
     return list(itertools.combinations(envs, 2))
 
 
+def _window(expected: Any, window: float) -> tuple[float, float]:
+    lo, hi = (expected if isinstance(expected, list) else (expected, expected))
+    lo, hi = float(lo), float(hi)
+    if lo < 0:  # a negative expected difference: "half" is closer to zero
+        return (lo * window, hi / window)
+    return (lo / window, hi * window)
+
+
+def _judge_interval(label: str, point: float | None, lo: float, hi: float,
+                    target: tuple[float, float], ns: Sequence[int]) -> tuple[str, str, str]:
+    """Holds when the estimate AND its whole interval lie in the target window (so a noisy
+    cell cannot hold by a wide interval); does not hold when the whole interval lies outside;
+    otherwise inconclusive. Below stats.THIN_N values a side the interval is not trusted (at
+    n = 1 it is a point)."""
+    n = "/".join(str(x) for x in ns)
+    shown = f"{label} {_f(point)} [{_f(lo)}, {_f(hi)}] n={n}"
+    win = f"[{_f(target[0])}, {_f(target[1])}]"
+    if min(ns) < stats.THIN_N:
+        need = stats.THIN_N
+        return INCONCLUSIVE, shown, (
+            f"{label} {_f(point)} at n={n}: a median's interval needs {need} rounds a side "
+            f"(at n=1 it is a point; [min, max] covers the median with probability "
+            f"1-2^(1-n)); {need} rounds a side decide")
+    if point is None or not math.isfinite(point) or not math.isfinite(lo):
+        return INCONCLUSIVE, shown, f"{label}: undefined (a zero median)"
+    if target[0] <= lo and hi <= target[1]:
+        return HOLDS, shown, f"{label} {_f(point)} [{_f(lo)}, {_f(hi)}] within {win}"
+    if hi < target[0] or lo > target[1]:
+        return FAILS, shown, f"{label} {_f(point)} [{_f(lo)}, {_f(hi)}] outside {win}"
+    width = hi / lo if lo > 0 and hi > 0 else hi - lo
+    wtxt = f"{width:.3g}x wide" if lo > 0 and hi > 0 else f"{_f(width)} wide"
+    return INCONCLUSIVE, shown, (f"{label} {_f(point)}: interval [{_f(lo)}, {_f(hi)}] "
+                                 f"({wtxt}) straddles {win}; more rounds narrow it")
+
+
 def _interval_check(cells: Cells, chk: dict[str, Any], rules: Rules,
                     params: dict[str, Any]) -> CheckResult:
     """ratio, difference and comparable: a bootstrap interval per (env, ref) pair."""
     kind, bench, metric = chk["kind"], chk["bench"], chk["metric"]
-    pairs = _pairs(chk)
-    envs = [e for pair in pairs for e in pair]
     if kind == "comparable":
         tol = chk.get("tolerance", rules.comparable)
         target = (float(tol[0]), float(tol[1]))
-        desc = (f"{metric}{_label(params)}: ratio interval within "
-                f"[{target[0]:g}, {target[1]:g}]")
+        desc = f"{metric}{_label(params)}: ratio and its interval within " \
+               f"[{target[0]:g}, {target[1]:g}]"
     else:
         target = _window(chk["expected"], rules.window)
         sym = "-" if kind == "difference" else "/"
-        desc = (f"{metric}{_label(params)}: env{sym}ref interval overlaps "
+        desc = (f"{metric}{_label(params)}: env{sym}ref and its interval within "
                 f"[{_f(target[0])}, {_f(target[1])}] (paper {chk['expected']})")
-    gone = _missing(cells, envs, bench, metric, params)
-    # Judge the pairs measured here; unmeasured members are named, not required.
-    pairs = [(e, r) for e, r in pairs if e not in gone and r not in gone]
+    mem = _Members(cells, bench, metric, params)
+    ok = set(mem.keep(e for pair in _pairs(chk) for e in pair))
+    pairs = [(e, r) for e, r in _pairs(chk) if e in ok and r in ok]
     if not pairs:
-        return CheckResult(desc, NOT_MEASURED, "", gone)
-    ok = True
-    parts = []
+        return mem.result(desc, NOT_MEASURED, [], "")
+    parts, outcomes = [], []
     for e, r in pairs:
         ve = cells.values(e, bench, metric, params) or []
         vr = cells.values(r, bench, metric, params) or []
@@ -257,19 +412,14 @@ def _interval_check(cells: Cells, chk: dict[str, Any], rules: Rules,
         else:
             point = stats.safe_ratio(me, mr)
             lo, hi = stats.ratio_ci(ve, vr) if point is not None else (math.nan, math.nan)
-        if point is None or not math.isfinite(lo):
-            good = False
-        elif kind == "comparable":
-            good = target[0] <= lo and hi <= target[1]
-        else:
-            good = lo <= target[1] and hi >= target[0]
-        ok = ok and good
         sym = " - " if kind == "difference" else " / "
-        parts.append(f"{e}{sym}{r} {_f(point) if point is not None else 'n/a'} "
-                     f"[{_f(lo)}, {_f(hi)}] {'ok' if good else 'FAIL'}")
-    if gone:
-        parts.append(f"(not measured: {', '.join(gone)})")
-    return CheckResult(desc, HOLDS if ok else FAILS, "; ".join(parts))
+        v, shown, why = _judge_interval(f"{e}{sym}{r}", point, lo, hi, target,
+                                        (len(ve), len(vr)))
+        parts.append(shown + f" {'ok' if v == HOLDS else v.upper()}")
+        outcomes.append((v, why))
+    verdict = _combine(v for v, _ in outcomes)
+    return mem.result(desc, verdict, parts, _first(outcomes, verdict),
+                      [x for p in pairs for x in p])
 
 
 def _ratio_change(cells: Cells, chk: dict[str, Any], rules: Rules,
@@ -279,51 +429,128 @@ def _ratio_change(cells: Cells, chk: dict[str, Any], rules: Rules,
     p_to = {**params, **chk["to"]}
     target = _window(chk["expected"], rules.window)
     desc = (f"{metric}{_label(params)}: (env/ref at {_label(chk['to']).strip()}) / "
-            f"(env/ref at {_label(chk['from']).strip()}) overlaps "
+            f"(env/ref at {_label(chk['from']).strip()}) and its interval within "
             f"[{_f(target[0])}, {_f(target[1])}] (paper {chk['expected']})")
-    pairs = _pairs(chk)
-    envs = [e for pair in pairs for e in pair]
-    missing = _missing(cells, envs, bench, metric, p_from) + _missing(
-        cells, envs, bench, metric, p_to)
-    if missing:
-        return CheckResult(desc, NOT_MEASURED, "", tuple(dict.fromkeys(missing)))
-    ok = True
-    parts = []
+    m_from = _Members(cells, bench, metric, p_from)
+    m_to = _Members(cells, bench, metric, p_to)
+    envs = [e for pair in _pairs(chk) for e in pair]
+    ok = set(m_from.keep(envs)) & set(m_to.keep(envs))
+    mem = _Members(cells, bench, metric, params,
+                   list(dict.fromkeys(m_from.missing + m_to.missing)),
+                   [e for e in dict.fromkeys(m_from.emulated + m_to.emulated)
+                    if e not in m_from.missing + m_to.missing])
+    pairs = [(e, r) for e, r in _pairs(chk) if e in ok and r in ok]
+    if not pairs:
+        return mem.result(desc, NOT_MEASURED, [], "")
+    parts, outcomes = [], []
     for e, r in pairs:
         groups = [cells.values(e, bench, metric, p_to) or [],
                   cells.values(r, bench, metric, p_to) or [],
                   cells.values(e, bench, metric, p_from) or [],
                   cells.values(r, bench, metric, p_from) or []]
         med = [float(np.median(g)) for g in groups]
-        point = (med[0] / med[1]) / (med[2] / med[3]) if 0 not in (med[1], med[2]) else math.nan
+        point = (med[0] / med[1]) / (med[2] / med[3]) if 0 not in (med[1], med[2], med[3]) \
+            else math.nan
         lo, hi = stats.bootstrap(groups, lambda m: (m[0] / m[1]) / (m[2] / m[3]))
-        good = math.isfinite(lo) and lo <= target[1] and hi >= target[0]
-        ok = ok and good
-        parts.append(f"{e} / {r} change {_f(point)} [{_f(lo)}, {_f(hi)}] "
-                     f"{'ok' if good else 'FAIL'}")
-    return CheckResult(desc, HOLDS if ok else FAILS, "; ".join(parts))
+        v, shown, why = _judge_interval(f"{e} / {r} change", point, lo, hi, target,
+                                        [len(g) for g in groups])
+        parts.append(shown + f" {'ok' if v == HOLDS else v.upper()}")
+        outcomes.append((v, why))
+    verdict = _combine(v for v, _ in outcomes)
+    return mem.result(desc, verdict, parts, _first(outcomes, verdict),
+                      [x for p in pairs for x in p])
+
+
+# --- correlation across environments -----------------------------------------------------------
+
+
+def _ranks(x: Sequence[float]) -> Any:
+    arr = np.asarray(x, dtype=np.float64)
+    order = arr.argsort(kind="stable")
+    ranks = np.empty(len(arr))
+    ranks[order] = np.arange(len(arr), dtype=np.float64)
+    for v in set(arr.tolist()):  # average ranks for ties
+        ranks[arr == v] = ranks[arr == v].mean()
+    return ranks
+
+
+def spearman_exact(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, float]:
+    """Spearman's rho and its exact one-sided permutation p-values (rho this low or lower,
+    this high or higher) over all k! orderings. k <= 8."""
+    rx, ry = _ranks(x), _ranks(y)
+
+    def rho(a: Any, b: Any) -> float:
+        a, b = a - a.mean(), b - b.mean()
+        den = math.sqrt(float((a * a).sum() * (b * b).sum()))
+        return float((a * b).sum()) / den if den else math.nan
+
+    obs = rho(rx, ry)
+    if not math.isfinite(obs):
+        return obs, 1.0, 1.0
+    perms = [rho(rx, np.asarray(p)) for p in itertools.permutations(ry.tolist())]
+    eps = 1e-9
+    low = sum(r <= obs + eps for r in perms) / len(perms)
+    high = sum(r >= obs - eps for r in perms) / len(perms)
+    return obs, low, high
+
+
+def _envs_to_decide(alpha: float) -> int:
+    k = 2
+    while 1.0 / math.factorial(k) >= alpha:
+        k += 1
+    return k
 
 
 def _inverse(cells: Cells, chk: dict[str, Any], rules: Rules,
              params: dict[str, Any]) -> CheckResult:
     bench, m1, m2 = chk["bench"], chk["metric"], chk["other_metric"]
     max_rho = float(chk.get("max_rho", rules.max_rho))
-    desc = f"{m1} vs {m2}{_label(params)}: Spearman rho <= {max_rho:g} across envs"
+    desc = (f"{m1} vs {m2}{_label(params)}: Spearman rho <= {max_rho:g} across envs, exact "
+            f"p<{rules.alpha:g}")
+    m_a = _Members(cells, bench, m1, params)
+    m_b = _Members(cells, bench, m2, params)
     envs = list(chk.get("envs", []))
-    have = [e for e in envs if cells.has(e, bench, m1, params) and cells.has(e, bench, m2, params)]
+    have = [e for e in m_a.keep(envs) if e in m_b.keep(envs)]
+    mem = _Members(cells, bench, m1, params, list(dict.fromkeys(m_a.missing + m_b.missing)),
+                   [e for e in dict.fromkeys(m_a.emulated + m_b.emulated)
+                    if e not in m_a.missing + m_b.missing])
     if len(have) < rules.min_envs:
-        return CheckResult(desc, NOT_MEASURED, f"only {len(have)} envs measured",
-                           tuple(e for e in envs if e not in have))
+        return mem.result(desc, NOT_MEASURED, [f"only {len(have)} envs measured"],
+                          f"only {len(have)} of the {rules.min_envs} envs a correlation "
+                          "needs were measured")
     x = [float(np.median(cells.values(e, bench, m1, params) or [])) for e in have]
     y = [float(np.median(cells.values(e, bench, m2, params) or [])) for e in have]
-    rho = float(sps.spearmanr(x, y).statistic)
-    good = math.isfinite(rho) and rho <= max_rho
-    return CheckResult(desc, HOLDS if good else FAILS,
-                       f"rho={_f(rho)} over {len(have)} envs {'ok' if good else 'FAIL'}")
+    k = len(have)
+    rho, p_low, p_high = spearman_exact(x, y)
+    shown = [f"rho={_f(rho)} over {k} envs, p={p_low:.2g}"]
+    floor = 1.0 / math.factorial(k)
+    if floor >= rules.alpha:
+        need = _envs_to_decide(rules.alpha)
+        return mem.result(desc, INCONCLUSIVE, shown, (
+            f"rho={_f(rho)} over {k} envs: an exact one-sided rank test cannot go below "
+            f"1/{k}! = {floor:.2g}; {need} envs decide"), have)
+    if math.isfinite(rho) and rho <= max_rho and p_low < rules.alpha:
+        return mem.result(desc, HOLDS, shown, f"rho={_f(rho)} over {k} envs, p={p_low:.2g}",
+                          have)
+    if p_high < rules.alpha:
+        return mem.result(desc, FAILS, shown, (
+            f"rho={_f(rho)} over {k} envs: {m2} rose with {m1}, p={p_high:.2g}"), have)
+    return mem.result(desc, INCONCLUSIVE, shown, (
+        f"rho={_f(rho)} over {k} envs: neither inverse nor the opposite at p<{rules.alpha:g}"),
+        have)
 
 
-_KINDS = {"order": _order, "ratio": _interval_check, "difference": _interval_check,
-          "comparable": _interval_check, "ratio_change": _ratio_change, "inverse": _inverse}
+def _not_testable(cells: Cells, chk: dict[str, Any], rules: Rules,
+                  params: dict[str, Any]) -> CheckResult:
+    """A claim the method cannot test: always inconclusive, with the reason."""
+    return CheckResult(str(chk.get("reason", "not testable")), INCONCLUSIVE, "",
+                       reason=f"not testable: {chk.get('reason', '')}".rstrip(": "))
+
+
+_KINDS: dict[str, Callable[[Cells, dict[str, Any], Rules, dict[str, Any]], CheckResult]] = {
+    "order": _order, "ratio": _interval_check, "difference": _interval_check,
+    "comparable": _interval_check, "ratio_change": _ratio_change, "inverse": _inverse,
+    "not_testable": _not_testable}
 
 
 def evaluate_check(cells: Cells, chk: dict[str, Any], rules: Rules) -> list[CheckResult]:
@@ -334,30 +561,107 @@ def evaluate_check(cells: Cells, chk: dict[str, Any], rules: Rules) -> list[Chec
     return [fn(cells, chk, rules, p) for p in _expand(dict(chk.get("params", {})))]
 
 
+# --- likely causes of a claim that does not hold ---------------------------------------------
+
+#: The paper's versions (paper.md, Table 1), by the family an env name belongs to.
+PAPER_VERSIONS = {"gvisor": "20200115", "runc": "1.0.0", "kata": "1.11.0", "qemu": "4.1",
+                  "firecracker": "0.21.1"}
+_VM_FAMILIES = ("qemu", "kata", "firecracker")
+
+
+def _family(env: str) -> str:
+    for fam in ("gvisor", "kata", "qemu", "firecracker"):
+        if fam in env:
+            return fam
+    return "runc"  # docker, runc: the paper's Docker ran runc
+
+
+def _version(text: str, family: str) -> tuple[int, ...] | None:
+    if family == "gvisor":
+        m = re.search(r"(20\d{2})(\d{2})(\d{2})", text)
+        return tuple(int(g) for g in m.groups()) if m else None
+    m = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    return tuple(int(g or 0) for g in m.groups()) if m else None
+
+
+def _newer(env: str, facts: Mapping[str, Any]) -> str:
+    fam = _family(env)
+    if fam == "runc" and env not in ("docker", "runc"):
+        return ""  # host, crun, podman: the paper ran none of them
+    text = str(facts.get("runtime_version") or facts.get("version") or "")
+    now, paper = _version(text, fam), _version(PAPER_VERSIONS[fam], fam)
+    if now is None or paper is None:
+        return ""
+    if fam == "gvisor":
+        years = (now[0] - paper[0]) + (now[1] - paper[1]) / 12
+        if years >= 2:
+            return (f"{env}: gVisor {''.join(f'{x:02d}' for x in now)} is {years:.0f} years "
+                    f"newer than the paper's release-{PAPER_VERSIONS['gvisor']}")
+        return ""
+    if now[0] > paper[0] or (now[0] == paper[0] and now[1] - paper[1] >= 2):
+        return (f"{env}: {fam} {'.'.join(map(str, now))} is much newer than the paper's "
+                f"{PAPER_VERSIONS[fam]}")
+    return ""
+
+
+def likely_cause(envs: Iterable[str], meta: Mapping[str, Any] | None) -> str:
+    """What the run's facts show that could explain a finding not holding: a host that is itself
+    a VM (ptrace far costlier, VMs nested), runtimes much newer than the paper's."""
+    if not meta:
+        return ""
+    envs = list(dict.fromkeys(envs))
+    host = meta.get("host") or {}
+    causes = []
+    if host.get("virtualized") or host.get("virtualization"):
+        hv = host.get("hypervisor") or host.get("virtualization")
+        hv_txt = f" ({hv})" if isinstance(hv, str) and hv else ""
+        if any("ptrace" in e for e in envs):
+            causes.append(f"this host is itself a VM{hv_txt}, which makes gVisor's ptrace "
+                          "platform far costlier (every trap goes through the outer "
+                          "hypervisor)")
+        elif any(_family(e) in _VM_FAMILIES for e in envs):
+            causes.append(f"this host is itself a VM{hv_txt}: the VMs run nested")
+        else:
+            causes.append(f"this host is itself a VM{hv_txt}: every number includes the "
+                          "outer hypervisor")
+    env_facts = meta.get("environments") or {}
+    causes += [c for c in (_newer(e, env_facts.get(e) or {}) for e in envs) if c]
+    return "; ".join(causes)
+
+
+# --- claims ------------------------------------------------------------------------------------
+
+
 def evaluate_claims(samples: Iterable[dict[str, Any]], claims: Sequence[dict[str, Any]],
-                    rules: Rules) -> list[ClaimResult]:
-    cells = Cells(samples)
+                    rules: Rules, meta: Mapping[str, Any] | None = None) -> list[ClaimResult]:
+    cells = Cells(samples, meta)
     out: list[ClaimResult] = []
     for claim in claims:
         checks = [r for chk in claim.get("check", []) for r in evaluate_check(cells, chk, rules)]
-        verdicts = {c.verdict for c in checks}
+        verdict = _combine(c.verdict for c in checks) if checks else NOT_MEASURED
         missing = tuple(dict.fromkeys(e for c in checks for e in c.missing))
-        if FAILS in verdicts:
-            verdict = FAILS
-        elif NOT_MEASURED in verdicts or not checks:
-            verdict = NOT_MEASURED
+        emulated = tuple(e for e in dict.fromkeys(e for c in checks for e in c.emulated)
+                         if e not in missing)
+        deciding = [c for c in checks if c.verdict == verdict]
+        if verdict == HOLDS:
+            reason = "; ".join(c.reason for c in checks if c.reason)
         else:
-            verdict = HOLDS
+            reason = deciding[0].reason if deciding else "no checks"
+        cause = ""
+        if verdict == FAILS:
+            cause = likely_cause((e for c in deciding for e in c.judged), meta)
+            if cause:
+                reason += f"; likely cause: {cause}"
         out.append(ClaimResult(
             id=str(claim["id"]), statement=str(claim["statement"]),
             figure=str(claim.get("figure", "")), kind=str(claim.get("kind", "")),
             paper=str(claim.get("paper", "")), verdict=verdict, checks=tuple(checks),
-            missing=missing))
+            missing=missing, reason=reason, emulated=emulated, cause=cause))
     return out
 
 
 def scorecard(results_dir: Path, claims_path: Path = CLAIMS_FILE) -> list[ClaimResult]:
     """Every claim of the paper, scored against the run in results_dir."""
-    results.read_meta(results_dir)  # refuse a directory of an unknown schema up front
+    meta = results.read_meta(results_dir)  # refuses a directory of an unknown schema up front
     rules, claims = load_claims(claims_path)
-    return evaluate_claims(results.read_samples(results_dir), claims, rules)
+    return evaluate_claims(results.read_samples(results_dir), claims, rules, meta)
