@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sandbench.environments import firecracker, kata
+from sandbench.environments.base import Limits
 from sandbench.environments.registry import names
 
 
@@ -114,7 +115,8 @@ def test_kata_run_command(tmp_path: Path) -> None:
     cmd = kata.run_argv(
         ctr="ctr", config=Path("/opt/kata/share/defaults/kata-containers/configuration-fc.toml"),
         netns_path="/var/run/netns/sb0123456789", image_ref="docker.io/sandbench/minimal:abc",
-        container_id="sb0123456789", argv=["/sb/probe", "idle"], env={"A": "1"}, memory_mib=512,
+        container_id="sb0123456789", argv=["/sb/probe", "idle"], env={"A": "1"},
+        env_name="kata-fc", limits=Limits(cpus=1.5, memory_mib=512), volume=Path("/vol/x"),
     )  # fmt: skip
     assert cmd[:5] == ["ctr", "--namespace", "sandbench", "run", "--detach"]
     assert cmd[cmd.index("--runtime") + 1] == "io.containerd.kata.v2"
@@ -122,6 +124,9 @@ def test_kata_run_command(tmp_path: Path) -> None:
     assert cmd[cmd.index("--with-ns") + 1] == "network:/var/run/netns/sb0123456789"
     assert cmd[cmd.index("--env") + 1] == "A=1"
     assert cmd[cmd.index("--memory-limit") + 1] == str(512 << 20)
+    assert cmd[cmd.index("--cpus") + 1] == "1.5"
+    assert "type=bind,src=/vol/x,dst=/data,options=rbind:rw" in cmd
+    assert "sandbench.env=kata-fc" in cmd
     assert cmd[-4:] == ["docker.io/sandbench/minimal:abc", "sb0123456789", "/sb/probe", "idle"]
 
 

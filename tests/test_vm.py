@@ -174,7 +174,7 @@ def test_command_lines_use_the_right_machine(monkeypatch: pytest.MonkeyPatch) ->
         e = QemuEnvironment(m)
         with e.prepare(SandboxSpec()) as sb:
             assert isinstance(sb, QemuSandbox)
-            cmd = " ".join(sb.command(["/sb/probe", "idle"]))
+            cmd = " ".join(sb.vmm_command(["/sb/probe", "idle"]))
             assert sb.address.startswith("198.18.") and sb.host_address.startswith("198.18.")
             assert f"ifname={sb.name}h" in cmd and sb.name + "h" in net.owned_links()
             if m.microvm:

@@ -57,8 +57,13 @@ def create(sandbox_id: str) -> Tap:
     return tap
 
 
+def destroy_dev(dev: str) -> None:
+    """Delete a tap by name (a leftover whose slot is unknown: net.py frees dead slots)."""
+    if Path(f"/sys/class/net/{dev}").exists():
+        subprocess.run(["ip", "link", "del", dev], capture_output=True, timeout=20)
+
+
 def destroy(tap: Tap) -> None:
-    if Path(f"/sys/class/net/{tap.dev}").exists():
-        subprocess.run(["ip", "link", "del", tap.dev], capture_output=True, timeout=20)
+    destroy_dev(tap.dev)
     with contextlib.suppress(FileNotFoundError):
         (_slot_dir() / str(tap.slot)).unlink()

@@ -20,7 +20,9 @@ import json
 import os
 import shutil
 import tarfile
+import tomllib
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +34,14 @@ from sandbench.environments.base import (
     Availability,
     Completed,
     Environment,
+    Leftover,
+    Limits,
     Sandbox,
     SandboxSpec,
     run_cmd,
 )
 from sandbench.errors import SandboxError
+from sandbench.vm.kvm import kvm_unavailable
 
 NAMESPACE = "sandbench"
 RUNTIME = "io.containerd.kata.v2"
@@ -46,6 +51,9 @@ CONFIG_DIRS = [
     Path("/opt/kata/share/defaults/kata-containers"),
     Path("/usr/share/defaults/kata-containers"),
 ]
+#: Which sandbench environment made a container (kata-qemu and kata-fc share the namespace).
+ENV_LABEL = "sandbench.env"
+DATA_DIR = "/data"
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
 
@@ -85,17 +93,27 @@ def run_argv(
     container_id: str,
     argv: list[str],
     env: dict[str, str],
-    memory_mib: int | None = None,
+    env_name: str = "",
+    limits: Limits | None = None,
+    volume: Path | None = None,
 ) -> list[str]:
-    """The `ctr run` command line that starts one Kata container, detached."""
+    """The `ctr run` command line that starts one Kata container, detached. The limits go to
+    the container (Kata sizes the guest from them: vCPUs from the CFS quota, RAM from the
+    memory limit); the volume is bind-mounted at /data (shared into the guest by Kata)."""
     cmd = [ctr, "--namespace", NAMESPACE, "run", "--detach",
            "--runtime", RUNTIME, "--runtime-config-path", str(config),
            "--with-ns", f"network:{netns_path}",
            "--label", f"{paths.DOCKER_LABEL}=1"]  # fmt: skip
+    if env_name:
+        cmd += ["--label", f"{ENV_LABEL}={env_name}"]
     for k, v in env.items():
         cmd += ["--env", f"{k}={v}"]
-    if memory_mib:
-        cmd += ["--memory-limit", str(memory_mib << 20)]
+    if limits is not None and limits.cpus:
+        cmd += ["--cpus", f"{limits.cpus:g}"]
+    if limits is not None and limits.memory_mib:
+        cmd += ["--memory-limit", str(limits.memory_mib << 20)]
+    if volume is not None:
+        cmd += ["--mount", f"type=bind,src={volume},dst={DATA_DIR},options=rbind:rw"]
     return [*cmd, image_ref, container_id, *argv]
 
 
@@ -145,6 +163,18 @@ def oci_archive(rootfs_tar: Path, ref: str, out: Path) -> None:
         tf.add(rootfs_tar, arcname=f"blobs/sha256/{h.hexdigest()}")
 
 
+def remove_container(ctr: str, cid: str) -> None:
+    """Kill the task, delete it and the container (each step tolerates what is gone)."""
+    base = [ctr, "-n", NAMESPACE]
+    for argv in (
+        [*base, "task", "kill", "--signal", "SIGKILL", cid],
+        [*base, "task", "delete", "--force", cid],
+        [*base, "container", "delete", cid],
+    ):
+        with contextlib.suppress(SandboxError):
+            run_cmd(argv, timeout=STOP_TIMEOUT, check=False)
+
+
 def _ctr() -> str | None:
     return shutil.which("ctr")
 
@@ -178,16 +208,9 @@ class KataEnvironment(Environment):
             )
         if self.v.hypervisor == "fc" and shutil.which("firecracker") is None:
             return Availability.no("kata-fc needs firecracker on PATH")
-        if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-            return Availability.no("Kata needs /dev/kvm (absent or not accessible)")
-        from sandbench.vm.kvm import accel
-
-        try:
-            a = accel()
-        except (SandboxError, RuntimeError) as e:
-            return Availability.no(f"cannot probe KVM: {e}")
-        if a.mode != "kvm":
-            return Availability.no(f"Kata runs only on KVM, unusable here: {a.reason}")
+        why = kvm_unavailable("Kata")
+        if why is not None:
+            return Availability.no(why)
         cp = run_cmd([_ctr() or "ctr", "version"], timeout=10, check=False)
         if cp.returncode != 0:
             return Availability.no(f"containerd does not answer: {cp.stderr.strip()[-200:]}")
@@ -203,7 +226,61 @@ class KataEnvironment(Environment):
             "namespace": NAMESPACE,
             "driver": "ctr run",
             "network": "veth+tcfilter",
+            "shared_fs": self.hypervisor_setting("shared_fs"),
+            "default_vcpus": self.hypervisor_setting("default_vcpus"),
+            "default_memory_mib": self.hypervisor_setting("default_memory"),
         }
+
+    def hypervisor_setting(self, key: str) -> Any:
+        """A key of the [hypervisor.*] table of the configuration file (None if absent)."""
+        cfg = config_path(self.v.hypervisor)
+        if cfg is None:
+            return None
+        try:
+            data = tomllib.loads(cfg.read_text())
+        except (OSError, tomllib.TOMLDecodeError):
+            return None
+        for table in (data.get("hypervisor") or {}).values():
+            if isinstance(table, dict) and key in table:
+                return table[key]
+        return None
+
+    def limits_applied(self, limits: Limits) -> dict[str, Any]:
+        if not limits.cpus and not limits.memory_mib:
+            return {}
+        return {
+            "cpus": limits.cpus,
+            "memory_mib": limits.memory_mib,
+            "how": "ctr run --cpus/--memory-limit: Kata adds vCPUs and guest RAM for the limits "
+            "on top of the configuration's default_vcpus/default_memory and applies them to the "
+            "container's cgroup inside the guest",
+        }
+
+    def memory_reserved_mib(self, limits: Limits) -> int | None:
+        base = self.hypervisor_setting("default_memory")
+        if not isinstance(base, int):
+            return limits.memory_mib
+        return base + (limits.memory_mib or 0)
+
+    def leftovers(self) -> list[Leftover]:
+        """Containers (and their tasks) of this environment in containerd's `sandbench`
+        namespace, found by the environment label every container here carries."""
+        ctr = _ctr()
+        if ctr is None:
+            return []
+        ls = run_cmd([ctr, "-n", NAMESPACE, "containers", "ls", "-q"], timeout=20, check=False)
+        found = []
+        for cid in ls.stdout.split() if ls.returncode == 0 else []:
+            info = run_cmd([ctr, "-n", NAMESPACE, "containers", "info", cid], timeout=20,
+                           check=False)  # fmt: skip
+            try:
+                labels = json.loads(info.stdout).get("Labels") or {}
+            except ValueError:
+                continue
+            if labels.get(ENV_LABEL) == self.name:
+                found.append(Leftover("container", f"{NAMESPACE}/{cid}",
+                                      partial(remove_container, ctr, cid)))  # fmt: skip
+        return found
 
     def shared_pids(self) -> list[int]:
         return _containerd_pids()
@@ -230,12 +307,20 @@ class KataEnvironment(Environment):
 
 
 class KataSandbox(Sandbox):
+    data_dir = DATA_DIR
+    #: `ctr run --detach` creates and starts in one command.
+    folded_phases = {"create": "start"}  # noqa: RUF012 - a class-level declaration
+
     def __init__(self, env: KataEnvironment, spec: SandboxSpec) -> None:
         super().__init__(paths.new_id(), env.name)
         self.env = env
         self.spec = spec
         self.created = False
         self.network_path = "veth+tcfilter"
+        # Kata shares a bind mount into the guest through its shared file system (virtio-fs
+        # by default), not as a block device.
+        self.volume_kind = str(env.hypervisor_setting("shared_fs") or "virtio-fs")
+        self.boot_timeout_s = START_TIMEOUT
         self.ctr = _ctr() or "ctr"
         cfg = config_path(env.v.hypervisor)
         if cfg is None:
@@ -261,10 +346,21 @@ class KataSandbox(Sandbox):
             container_id=self.name,
             argv=argv or self.spec.argv or IDLE_ARGV,
             env=self.spec.env,
-            memory_mib=self.spec.limits.memory_mib,
+            env_name=self.env.name,
+            limits=self.spec.limits,
+            volume=self.spec.volume,
         )
         self.created = True
+        # `ctr run --detach` creates and starts the task in one command.
         run_cmd(cmd, timeout=START_TIMEOUT)
+
+    def limits_enforced(self) -> dict[str, Any]:
+        return self.env.limits_applied(self.spec.limits)
+
+    def describe_state(self) -> str:
+        cp = run_cmd([self.ctr, "-n", NAMESPACE, "task", "ls"], timeout=20, check=False)
+        row = next((ln for ln in cp.stdout.splitlines() if ln.split()[:1] == [self.name]), "")
+        return row or f"no task {self.name} in namespace {NAMESPACE}"
 
     def exec(self, argv: list[str], timeout: float = 60.0) -> Completed:
         eid = f"x{os.urandom(4).hex()}"
@@ -285,13 +381,6 @@ class KataSandbox(Sandbox):
 
     def _stop(self) -> None:
         if self.created:
-            base = [self.ctr, "-n", NAMESPACE]
-            for argv in (
-                [*base, "task", "kill", "--signal", "SIGKILL", self.name],
-                [*base, "task", "delete", "--force", self.name],
-                [*base, "container", "delete", self.name],
-            ):
-                with contextlib.suppress(SandboxError):
-                    run_cmd(argv, timeout=STOP_TIMEOUT, check=False)
+            remove_container(self.ctr, self.name)
         if self.link is not None:
             net.destroy(self.link)

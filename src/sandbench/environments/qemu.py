@@ -12,41 +12,31 @@ Two machines:
 Both use Debian's cloud kernel with a tool-built initramfs (vm/initramfs.py), a tap in the host
 namespace (vmnet.py) and the guest agent over virtio-serial (no vhost-vsock here). KVM is used
 only when a bounded probe boots a guest with it; otherwise TCG, and every sample is flagged
-`emulated`. Root disks are opened with snapshot=on, so sandboxes never write the cached image.
+`emulated`. Root disks are opened with snapshot=on, so sandboxes never write the cached image;
+the data disk is a raw image on the benchmark volume opened with O_DIRECT (cache.direct=on,
+aio=native). QEMU starts paused (-S) with a QMP socket: launch marks "created" when the
+monitor answers and lets the guest run with `cont`; freeze is QMP `stop`/`cont`. The lifecycle
+shared with Firecracker is vm/sandbox.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
-import os
 import re
 import shutil
-import signal
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sandbench import images, paths, vmnet
+from sandbench import images
 from sandbench.binaries import version_of
-from sandbench.environments.base import (
-    IDLE_ARGV,
-    Availability,
-    Completed,
-    Environment,
-    Sandbox,
-    SandboxSpec,
-    tail_file,
-)
+from sandbench.environments.base import Availability, SandboxSpec
 from sandbench.errors import SandboxError, StepTimeout
 from sandbench.vm import disk, initramfs, kernel
-from sandbench.vm.agent_client import AgentClient, encode_argv
 from sandbench.vm.kvm import MICROVM_TIMER_ARGS, QEMU, Accel, accel, qemu_path
+from sandbench.vm.qmp import Qmp
+from sandbench.vm.sandbox import LAUNCH_TIMEOUT_S, AgentVmEnvironment, AgentVmSandbox, Drive
 
-LAUNCH_TIMEOUT_S = 20.0
-STOP_TIMEOUT_S = 10.0
 AGENT_PORT = "sandbench.agent"
 
 
@@ -82,13 +72,15 @@ MACHINES = [
 
 
 # -- the environment ------------------------------------------------------------------------
-class QemuEnvironment(Environment):
-    family = "vm"
+class QemuEnvironment(AgentVmEnvironment):
+    resource_flags = "-smp N, -m MiB"
 
     def __init__(self, machine: Machine) -> None:
         self.m = machine
         self.name = machine.name
         self.description = machine.description
+        self.default_memory_mib = machine.memory_mib
+        self.default_boot_timeout_s = machine.boot_timeout_s
 
     def available(self) -> Availability:
         qemu = qemu_path()
@@ -111,24 +103,17 @@ class QemuEnvironment(Environment):
     def accel(self) -> Accel:
         return accel()
 
-    @property
-    def boot_timeout_s(self) -> float:
-        """Bound on a boot (launch until the guest answers) under TCG: startup.py should wait
-        for the probe at least this long (systemd under TCG takes tens of seconds)."""
-        return float(os.environ.get("SANDBENCH_VM_BOOT_TIMEOUT", self.m.boot_timeout_s))
-
     def facts(self) -> dict[str, Any]:
         qemu = qemu_path()
         f: dict[str, Any] = {
+            **self.vm_facts(),
             "binary": qemu,
             "version": version_of(qemu) if qemu else None,
-            "driver": "qemu",
+            "driver": "qemu (QMP: started paused, then cont)",
             "machine": "microvm" if self.m.microvm else "pc",
             "devices": "virtio-mmio" if self.m.microvm else "virtio-pci",
-            "guest_memory_mib": self.m.memory_mib,
-            "vcpus": 1,
-            "network": "tap",
             "agent": "virtio-serial",
+            "data_disk_cache": "cache.direct=on,aio=native (O_DIRECT on the volume)",
             "init": "systemd" if self.m.systemd else "sandbench agent",
             "rootfs": (
                 "full image on a virtio disk (snapshot=on)"
@@ -154,73 +139,40 @@ class QemuEnvironment(Environment):
         return QemuSandbox(self, spec)
 
 
-class QemuSandbox(Sandbox):
+class QemuSandbox(AgentVmSandbox):
+    vmm = "QEMU"
+
     def __init__(self, env: QemuEnvironment, spec: SandboxSpec) -> None:
-        super().__init__(paths.new_id(), env.name)
-        self.env = env
         self.m = env.m
-        self.spec = spec
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.tap: vmnet.Tap | None = None
-        self.data_disk: Path | None = None
-        self.network_path = "tap"
-        self.dir = paths.state("vm", self.name)
-        self.socket = self.dir / "agent.sock"
-        self.log = spec.log or (self.dir / "console.log")
-        self.agent = AgentClient(self.socket, alive=self._alive)
-        self.boot_timeout_s = env.boot_timeout_s
-        self.memory_mib = spec.limits.memory_mib or self.m.memory_mib
-        self.vcpus = max(1, math.ceil(spec.limits.cpus)) if spec.limits.cpus else 1
-        try:
-            qemu = qemu_path()
-            if qemu is None:
-                raise SandboxError(f"{QEMU} not found")
-            self.qemu = qemu
-            self.accel = accel()
-            self.kernel = kernel.ensure()
-            self.initrd = initramfs.ensure(self.kernel)
-            # qemu-vm always boots the full Debian image with systemd; microvm runs the
-            # minimal image from the initramfs and any other image from a disk.
-            if self.m.systemd:
-                self.root: Path | None = disk.root_disk("full")
-            elif spec.image == "minimal":
-                images.ensure("minimal")
-                self.root = None
-            else:
-                self.root = disk.root_disk(spec.image)
-            if spec.volume is not None:
-                self.data_disk = disk.data_disk(self.dir / "data.ext4")
-            t0 = time.perf_counter_ns()
-            self.tap = vmnet.create(self.name)
-            self.prepare_time_s = (time.perf_counter_ns() - t0) / 1e9
-        except BaseException:
-            self._stop()
-            raise
-        self._address = self.tap.guest_ip
-        self.host_address = self.tap.host_ip
+        self.guest_init = "systemd" if env.m.systemd else "agent"
+        super().__init__(env, spec, agent_socket="agent.sock")
+        self.qmp = Qmp(self.dir / "qmp.sock")
 
-    # -- command line ------------------------------------------------------------------------
-    def kernel_args(self, argv: list[str]) -> list[str]:
-        assert self.tap is not None
-        args = ["console=ttyS0", "panic=1", "quiet", "net.ifnames=0"]
-        if self.m.microvm:
-            args += MICROVM_TIMER_ARGS
-        args += self.tap.kernel_args()
-        args.append(f"sandbench.hostname={self.name}")
-        disks = []
-        if self.root is not None:
-            disks.append("root")
-            init = "systemd" if self.m.systemd else "agent"
-            args += ["sandbench.root=vda", f"sandbench.init={init}"]
-        if self.data_disk is not None:
-            args.append(f"sandbench.data=vd{'ab'[len(disks)]}")
-        args.append(f"sandbench.argv={encode_argv(argv)}")
-        line = " ".join(args)
-        if len(line) > 2000:
-            raise SandboxError("the first process's argv is too long for the kernel command line")
-        return args
+    def prepare_vmm(self) -> None:
+        qemu = qemu_path()
+        if qemu is None:
+            raise SandboxError(f"{QEMU} not found")
+        self.qemu = qemu
+        self.accel = accel()
+        self.kernel = kernel.ensure()
+        self.initrd = initramfs.ensure(self.kernel)
+        # qemu-vm always boots the full Debian image with systemd; microvm runs the
+        # minimal image from the initramfs and any other image from a disk.
+        if self.m.systemd:
+            root: Path | None = disk.root_disk("full")
+        elif self.spec.image == "minimal":
+            images.ensure("minimal")
+            root = None
+        else:
+            root = disk.root_disk(self.spec.image)
+        if root is not None:
+            self.drives.append(Drive("root", root, "root", snapshot=True))
 
-    def command(self, argv: list[str]) -> list[str]:
+    def vmm_kernel_args(self) -> list[str]:
+        args = ["console=ttyS0", "panic=1", "net.ifnames=0"]
+        return args + MICROVM_TIMER_ARGS if self.m.microvm else args
+
+    def vmm_command(self, argv: list[str]) -> list[str]:
         assert self.tap is not None
         dev = "device" if self.m.microvm else "pci"
         cmd = [self.qemu]
@@ -228,66 +180,40 @@ class QemuSandbox(Sandbox):
             cmd += ["-M", "microvm,isa-serial=on,rtc=on"]
         else:
             cmd += ["-M", "pc"]
+        # -S: the machine is created paused; launch lets it run over QMP (create vs start).
         cmd += ["-accel", self.accel.mode, "-m", str(self.memory_mib), "-smp", str(self.vcpus),
-                "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+                "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-S",
                 "-name", self.name,
                 "-kernel", str(self.kernel.vmlinuz), "-initrd", str(self.initrd),
                 "-append", " ".join(self.kernel_args(argv)),
+                "-qmp", f"unix:{self.qmp.path},server=on,wait=off",
                 "-chardev", f"file,id=con,path={self.log},append=on", "-serial", "chardev:con",
                 "-chardev", f"socket,id=agent,path={self.socket},server=on,wait=off",
                 "-device", f"virtio-serial-{dev}",
                 "-device", f"virtserialport,chardev=agent,name={AGENT_PORT}",
                 "-netdev", f"tap,id=n0,ifname={self.tap.dev},script=no,downscript=no",
                 "-device", f"virtio-net-{dev},netdev=n0,mac={self.tap.mac}"]  # fmt: skip
-        drives = [(self.root, True)] if self.root is not None else []
-        if self.data_disk is not None:
-            drives.append((self.data_disk, False))
-        for i, (path, snap) in enumerate(drives):
-            opts = f"id=d{i},file={path},format=raw,if=none,cache=unsafe"
-            if snap:
-                opts += ",snapshot=on"
-            cmd += ["-drive", opts, "-device", f"virtio-blk-{dev},drive=d{i}"]
+        for d in self.drives:
+            # A read-mostly root over a shared cached image: host caching is harmless. The
+            # benchmark's data disk: O_DIRECT on the volume, so the guest's direct I/O reaches
+            # the host's device rather than host RAM.
+            opts = "cache=unsafe,snapshot=on" if d.snapshot else "cache.direct=on,aio=native"
+            cmd += ["-drive", f"id={d.id},file={d.path},format=raw,if=none,{opts}",
+                    "-device", f"virtio-blk-{dev},drive={d.id}"]  # fmt: skip
         return cmd
 
-    # -- lifecycle ---------------------------------------------------------------------------
-    def _alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+    def vmm_configure(self, argv: list[str]) -> None:
+        # The monitor answers once QEMU has set up its devices: a created, paused machine.
+        self.qmp.wait(LAUNCH_TIMEOUT_S, self._alive)
 
-    def launch(self, argv: list[str] | None = None) -> None:
-        args = argv or self.spec.argv or IDLE_ARGV
-        cmd = self.command(args)
-        (self.dir / "cmdline").write_text("\n".join(cmd) + "\n")
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
-            )
-        # QEMU creates the agent socket once its devices are set up: a started machine.
-        deadline = time.monotonic() + LAUNCH_TIMEOUT_S
-        while not self.socket.exists():
-            if self.proc.poll() is not None:
-                raise SandboxError(
-                    f"{self.env.name}: QEMU exited {self.proc.returncode}: {tail_file(self.log)}"
-                )
-            if time.monotonic() > deadline:
-                raise StepTimeout(f"{self.env.name}: QEMU did not start within "
-                                  f"{LAUNCH_TIMEOUT_S:g} s")
-            time.sleep(0.005)
+    def vmm_start(self) -> None:
+        self.qmp.execute("cont")
 
-    def wait_ready(self, timeout: float | None = None) -> float:
-        """Bounded wait until the guest agent answers; seconds waited."""
-        try:
-            return self.agent.wait_ready(timeout or self.boot_timeout_s)
-        except StepTimeout as e:
-            raise StepTimeout(f"{self.env.name}: {e}; console: {tail_file(self.log)}") from None
+    def vmm_pause(self) -> None:
+        self.qmp.execute("stop")
 
-    def exec(self, argv: list[str], timeout: float = 60.0) -> Completed:
-        self.wait_ready()
-        return self.agent.run(argv, self.spec.env, timeout)
-
-    def background(self, argv: list[str]) -> int:
-        """Start argv detached inside the guest (stdio /dev/null); its guest pid."""
-        self.wait_ready()
-        return self.agent.background(argv, self.spec.env)
+    def vmm_resume(self) -> None:
+        self.qmp.execute("cont")
 
     def guest_boot_report(self, timeout: float = 180.0) -> dict[str, Any]:
         """`systemd-analyze time` from the guest (qemu-vm), waiting until systemd reports the
@@ -304,26 +230,10 @@ class QemuSandbox(Sandbox):
                 return parse_systemd_analyze(text)
             last = text
             time.sleep(1.0)
-        raise StepTimeout(f"systemd did not report a finished boot within {timeout:g} s: {last}")
-
-    def host_pids(self) -> list[int]:
-        # QEMU's private memory includes the guest's RAM (as the paper counted it).
-        return [self.proc.pid] if self._alive() and self.proc is not None else []
-
-    def _stop(self) -> None:
-        self.agent.close()
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=STOP_TIMEOUT_S)
-        if self.tap is not None:
-            vmnet.destroy(self.tap)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        raise StepTimeout(
+            f"systemd did not report a finished boot within {timeout:g} s: {last}",
+            self.evidence(last_systemd_analyze=last),
+        )
 
 
 def _seconds(text: str) -> float:

@@ -4,7 +4,8 @@
   written) plus the guest agent and two systemd units (agent, startup probe), as a raw ext4
   file cached per image and agent. VMs open it with `snapshot=on` (copy-on-write to a deleted
   temporary file), so no sandbox ever writes the cached file;
-- a fresh sparse ext4 data disk per sandbox (the benchmark volume at /data), removed at stop.
+- a fresh sparse ext4 data disk per sandbox (the benchmark volume at /data): a raw image file
+  on the volume's own file system, opened by QEMU with O_DIRECT; removed at stop.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from sandbench.vm.initramfs import agent_binary, agent_source
 
 RECIPE = 2
 MKFS_TIMEOUT_S = 600.0
-#: Size of the data disk for the benchmark volume (sparse; the disk benchmark's files need
-#: about half of it).
+#: Size of the data disk when the spec does not say (sparse).
 DEFAULT_DATA_GIB = 4
 
 AGENT_UNIT = """\
@@ -153,12 +153,11 @@ def root_disk(image_name: str) -> Path:
     return final
 
 
-def data_disk(path: Path, size_gib: int | None = None) -> Path:
-    """A fresh sparse ext4 file system in a file (the VM's /data)."""
-    gib = size_gib or int(os.environ.get("SANDBENCH_VM_DATA_GIB", DEFAULT_DATA_GIB))
+def data_disk(path: Path, size_mib: int) -> Path:
+    """A fresh sparse ext4 file system of size_mib in a file (the VM's /data)."""
     path.unlink(missing_ok=True)
     with open(path, "wb") as fh:
-        fh.truncate(gib << 30)
+        fh.truncate(size_mib << 20)
     try:
         _mkfs(["mkfs.ext4", "-q", "-F", "-L", "sbdata", "-m", "0",
                "-E", "lazy_itable_init=1,lazy_journal_init=1", str(path)])
@@ -166,3 +165,20 @@ def data_disk(path: Path, size_gib: int | None = None) -> Path:
         path.unlink(missing_ok=True)
         raise
     return path
+
+
+def volume_disk(volume: Path, sandbox_id: str, size_mib: int | None) -> Path:
+    """The VM's data disk: a raw image file ON the benchmark volume (the host file system the
+    benchmark chose, never the tmpfs state directory), size_mib big (default DEFAULT_DATA_GIB
+    or SANDBENCH_VM_DATA_GIB). Sparse, so the check is against what the guest may write."""
+    if size_mib is None:
+        size_mib = int(os.environ.get("SANDBENCH_VM_DATA_GIB", DEFAULT_DATA_GIB)) << 10
+    st = os.statvfs(volume)
+    free_mib = st.f_bavail * st.f_frsize >> 20
+    if size_mib > free_mib:
+        raise SandboxError(
+            f"the VM data disk needs {size_mib} MiB on {volume} but its file system has "
+            f"{free_mib} MiB free",
+            {"volume": str(volume), "need_mib": size_mib, "free_mib": free_mib},
+        )
+    return data_disk(volume / f"{sandbox_id}.raw", size_mib)

@@ -8,6 +8,7 @@ SANDBENCH_VM_KERNEL_PACKAGE to pin another (e.g. linux-image-6.1.0-56-cloud-amd6
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -89,6 +90,32 @@ def cached(package: str) -> Kernel | None:
     return k if (d / "complete").exists() and k.vmlinuz.exists() else None
 
 
+def index_sha256(package: str) -> str:
+    """The SHA256 that apt's (signed) package index gives for the candidate version."""
+    out = _run(["apt-cache", "show", "--no-all-versions", package], timeout=30)
+    for line in out.splitlines():
+        if line.startswith("SHA256:"):
+            return line.split(":", 1)[1].strip()
+    raise SandboxError(f"apt-cache show {package} gives no SHA256")
+
+
+def verify_deb(deb: Path, package: str) -> None:
+    """Refuse a downloaded .deb that is not the package apt's index describes."""
+    h = hashlib.sha256()
+    with open(deb, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    want = index_sha256(package)
+    if h.hexdigest() != want:
+        raise SandboxError(
+            f"{deb.name}: SHA256 {h.hexdigest()} differs from apt's index ({want}); not unpacked",
+            {"deb": str(deb), "sha256": h.hexdigest(), "index_sha256": want},
+        )
+    name = _run(["dpkg-deb", "-f", str(deb), "Package"], timeout=30).strip()
+    if name != package:
+        raise SandboxError(f"{deb.name} holds package {name!r}, not {package!r}; not unpacked")
+
+
 def ensure(package: str | None = None) -> Kernel:
     """The unpacked kernel package, downloaded first when not cached."""
     pkg = package or package_name()
@@ -96,16 +123,20 @@ def ensure(package: str | None = None) -> Kernel:
     if have is not None:
         return have
     base = paths.cache("kernels")
+    # mkdtemp makes a 0700 directory owned by root: nobody else can put a file where the
+    # download lands. apt is told not to drop to _apt for this one download (it would need a
+    # directory _apt can write), and the .deb is checked against the hash of the signed index
+    # before dpkg-deb, running as root, unpacks it.
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{pkg}-", dir=base))
     try:
         dl = tmp / "deb"
-        dl.mkdir()
-        os.chmod(tmp, 0o755)
-        os.chmod(dl, 0o777)  # apt drops to _apt for downloads
-        _run(["apt-get", "download", "-q", pkg], timeout=FETCH_TIMEOUT_S, cwd=dl)
+        dl.mkdir(mode=0o700)
+        _run(["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", pkg],
+             timeout=FETCH_TIMEOUT_S, cwd=dl)  # fmt: skip
         debs = list(dl.glob("*.deb"))
         if len(debs) != 1:
             raise SandboxError(f"apt-get download {pkg} gave {len(debs)} files")
+        verify_deb(debs[0], pkg)
         out = tmp / "tree"
         _run(["dpkg-deb", "-x", str(debs[0]), str(out)], timeout=120)
         (out / "complete").write_text(debs[0].name + "\n")

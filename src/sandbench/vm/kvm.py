@@ -20,6 +20,7 @@ from pathlib import Path
 from sandbench.binaries import version_of
 from sandbench.environments import probe_cache
 from sandbench.environments.base import Availability
+from sandbench.errors import SandboxError
 from sandbench.vm import initramfs, kernel
 
 QEMU = "qemu-system-x86_64"
@@ -155,3 +156,17 @@ def reset() -> None:
     """Forget the cached decision (tests)."""
     global _ACCEL
     _ACCEL = None
+
+
+def kvm_unavailable(what: str) -> str | None:
+    """Why `what` (a VMM that has no emulation fallback) cannot run here, or None."""
+    problem = kvm_problem()
+    if problem is not None:
+        return f"{what} runs only on KVM: {problem}"
+    try:
+        a = accel()
+    except (SandboxError, RuntimeError) as e:
+        return f"cannot probe KVM: {e}"
+    if a.mode != "kvm":
+        return f"{what} runs only on KVM, unusable here: {a.reason}"
+    return None
