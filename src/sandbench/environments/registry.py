@@ -8,6 +8,7 @@ from sandbench.environments.firecracker import FirecrackerEnvironment
 from sandbench.environments.host import HostEnvironment
 from sandbench.environments.kata import KATA_VARIANTS, KataEnvironment
 from sandbench.environments.oci import VARIANTS, OciEnvironment
+from sandbench.environments.podman import PodmanEnvironment
 from sandbench.environments.qemu import MACHINES, QemuEnvironment
 
 
@@ -16,6 +17,7 @@ def all_environments() -> list[Environment]:
     envs += [OciEnvironment(v) for v in VARIANTS]
     envs.append(DockerEnvironment(None))
     envs += [DockerEnvironment(p) for p in ("ptrace", "systrap", "kvm")]
+    envs += [PodmanEnvironment(gvisor=False), PodmanEnvironment(gvisor=True)]
     envs += [QemuEnvironment(m) for m in MACHINES]
     envs.append(FirecrackerEnvironment())
     envs += [KataEnvironment(v) for v in KATA_VARIANTS]
