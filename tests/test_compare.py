@@ -1,43 +1,62 @@
-"""compare_runs on constructed runs: identical, a 2x regression, differing facts."""
+"""compare_runs on constructed runs: identical, real regressions read from the declared
+direction, thin cells, and refusals (differing facts, parameters, core count)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from sandbench.compare import compare_runs, higher_is_better
+from sandbench.compare import compare_runs
 from sandbench.errors import UsageError
-from tests.reportdata import meta, realistic_records, write_run
+from sandbench.results import Sample
+from tests.reportdata import meta, realistic_records, sample, write_run
 
 ENVS = ["host", "docker", "kata-fc"]
+# What the benchmarks declare for the realistic metrics (results.Measurement kinds).
+KINDS = {"startup_time": "time", "teardown_time": "time", "private_dirty": "size", "pss": "size",
+         "throughput": "rate", "retransmits": "count", "getpid_latency": "latency",
+         "requests_per_second": "rate", "tps": "rate", "qps": "rate", "latency": "latency",
+         "bandwidth": "rate", "iops": "rate", "events_per_second": "rate", "events": "amount"}
+DIRECTION = {"time": "lower", "size": "lower", "count": "lower", "latency": "lower",
+             "rate": "higher", "amount": "higher"}
+
+
+def declared(recs: list[Sample]) -> list[Sample]:
+    out = []
+    for s in recs:
+        kind = KINDS.get(s.metric, "")
+        out.append(replace(s, kind=kind, direction=DIRECTION.get(kind, "")))
+    return out
 
 
 def test_identical_runs_have_no_differences(tmp_path: Path) -> None:
-    recs = realistic_records(ENVS, rounds=6)
+    recs = declared(realistic_records(ENVS, rounds=6))
     a = write_run(tmp_path / "a", recs, meta(ENVS))
     b = write_run(tmp_path / "b", recs, meta(ENVS))
     cmp = compare_runs(a, b)
     assert cmp.rows
-    assert not cmp.differences and not cmp.regressions
+    assert not cmp.differences and not cmp.regressions and not cmp.thin
     assert all(r.ratio == pytest.approx(1.0) for r in cmp.rows if r.ratio is not None)
+    assert {r.verdict for r in cmp.rows} == {"no difference"}
 
 
 def test_same_distribution_different_draws_are_not_differences(tmp_path: Path) -> None:
-    a = write_run(tmp_path / "a", realistic_records(ENVS, rounds=6, seed=1), meta(ENVS))
-    b = write_run(tmp_path / "b", realistic_records(ENVS, rounds=6, seed=2), meta(ENVS))
+    a = write_run(tmp_path / "a", declared(realistic_records(ENVS, rounds=6, seed=1)),
+                  meta(ENVS))
+    b = write_run(tmp_path / "b", declared(realistic_records(ENVS, rounds=6, seed=2)),
+                  meta(ENVS))
     assert not compare_runs(a, b).regressions
 
 
 def test_slower_cell_is_a_regression_and_faster_throughput_is_not(tmp_path: Path) -> None:
-    recs = realistic_records(ENVS, rounds=6)
+    recs = declared(realistic_records(ENVS, rounds=6))
     a = write_run(tmp_path / "a", recs, meta(ENVS))
 
-    def change(s):  # type: ignore[no-untyped-def]
-        if (s.env, s.metric) == ("docker", "startup_time"):
-            return replace(s, value=s.value * 2)
-        if (s.env, s.metric) == ("kata-fc", "throughput"):
+    def change(s: Sample) -> Sample:
+        if (s.env, s.metric) in (("docker", "startup_time"), ("kata-fc", "throughput")):
             return replace(s, value=s.value * 2)
         return s
     b = write_run(tmp_path / "b", [change(s) for s in recs], meta(ENVS))
@@ -54,8 +73,61 @@ def test_slower_cell_is_a_regression_and_faster_throughput_is_not(tmp_path: Path
     assert "REGRESSION" in text and "startup_time" in text and "1 regressions" in text
 
 
+def _odd_metric(value: float, rounds: int, kind: str = "rate", direction: str = "",
+                env: str = "docker") -> list[Sample]:
+    recs = [replace(sample(env, "custom", "frobnications_per_fortnight",
+                           value * (1 + 0.01 * (i % 3)), "1/fortnight", i), kind=kind)
+            for i in range(rounds)]
+    return [replace(s, direction=direction or DIRECTION.get(s.kind, "")) for s in recs]
+
+
+def test_regression_on_declared_higher_is_better_metric_with_unusual_name(
+        tmp_path: Path) -> None:
+    """No name list: a declared rate that drops is a regression, one that rises is not."""
+    a = write_run(tmp_path / "a", _odd_metric(100.0, 6), meta(["docker"]))
+    worse = write_run(tmp_path / "w", _odd_metric(50.0, 6), meta(["docker"]))
+    better = write_run(tmp_path / "b", _odd_metric(200.0, 6), meta(["docker"]))
+    (row,) = compare_runs(a, worse).rows
+    assert row.direction == "higher" and row.verdict == "REGRESSION" and row.regression
+    (row,) = compare_runs(a, better).rows
+    assert row.verdict == "improvement" and not row.regression
+    # A metric may override its kind's direction: a "time" that is better higher.
+    a2 = write_run(tmp_path / "a2", _odd_metric(100.0, 6, "time", "higher"), meta(["docker"]))
+    b2 = write_run(tmp_path / "b2", _odd_metric(50.0, 6, "time", "higher"), meta(["docker"]))
+    assert compare_runs(a2, b2).rows[0].verdict == "REGRESSION"
+
+
+def test_undeclared_direction_is_unknown_not_guessed(tmp_path: Path) -> None:
+    """An older journal without kind/direction: a real change is reported as a change of
+    unknown direction, never as a regression guessed from the name "throughput"."""
+    recs = [replace(s, kind="", direction="") for s in realistic_records(["docker"], rounds=6)]
+    a = write_run(tmp_path / "a", recs, meta(["docker"]))
+    b = write_run(tmp_path / "b", [replace(s, value=s.value / 2) if s.metric == "throughput"
+                                   else s for s in recs], meta(["docker"]))
+    cmp = compare_runs(a, b)
+    (row,) = [r for r in cmp.rows if r.metric == "throughput"]
+    assert row.direction == "" and row.verdict == "changed (direction unknown)"
+    assert not cmp.regressions
+    assert "declare no direction" in cmp.render_text()
+
+
+def test_thin_cell_reads_not_enough_samples(tmp_path: Path) -> None:
+    """One round each (the quick profile's cpu cell): even a 2x change cannot be shown."""
+    a = write_run(tmp_path / "a", _odd_metric(100.0, 1), meta(["docker"]))
+    b = write_run(tmp_path / "b", _odd_metric(50.0, 1), meta(["docker"]))
+    cmp = compare_runs(a, b)
+    (row,) = cmp.rows
+    assert row.verdict == "not enough samples" and row.thin and not row.regression
+    text = cmp.render_text()
+    assert "not enough samples" in text and "same" not in text and "--rounds 5" in text
+    # Two rounds a side: the smallest p is 1/3; still not enough.
+    a = write_run(tmp_path / "a2", _odd_metric(100.0, 2), meta(["docker"]))
+    b = write_run(tmp_path / "b2", _odd_metric(50.0, 2), meta(["docker"]))
+    assert compare_runs(a, b).rows[0].verdict == "not enough samples"
+
+
 def test_factor_hides_small_changes(tmp_path: Path) -> None:
-    recs = realistic_records(ENVS, rounds=6, noise=0.001)
+    recs = declared(realistic_records(ENVS, rounds=6, noise=0.001))
     a = write_run(tmp_path / "a", recs, meta(ENVS))
     b = write_run(tmp_path / "b", [replace(s, value=s.value * 1.05) if s.env == "docker"
                                    else s for s in recs], meta(ENVS))
@@ -75,6 +147,30 @@ def test_differing_kernel_is_refused_unless_forced(tmp_path: Path) -> None:
     assert forced.rows and forced.differing_facts
 
 
+def test_differing_core_count_is_refused(tmp_path: Path) -> None:
+    recs = realistic_records(ENVS, rounds=5)
+    m2 = meta(ENVS)
+    m2["host"]["cores"] = 2
+    a = write_run(tmp_path / "a", recs, meta(ENVS))
+    b = write_run(tmp_path / "b", recs, m2)
+    with pytest.raises(UsageError, match=r"host cores: A 12 vs B 2"):
+        compare_runs(a, b)
+
+
+@pytest.mark.parametrize("fact,va,vb", [("platform", "ptrace", "systrap"),
+                                        ("accel", "kvm", "tcg"),
+                                        ("runtime_version", "runsc 2020", "runsc 2024")])
+def test_differing_env_fact_is_refused(tmp_path: Path, fact: str, va: str, vb: str) -> None:
+    recs = realistic_records(ENVS, rounds=5)
+    ma, mb = meta(ENVS), meta(ENVS)
+    ma["environments"]["kata-fc"][fact] = va
+    mb["environments"]["kata-fc"][fact] = vb
+    a = write_run(tmp_path / "a", recs, ma)
+    b = write_run(tmp_path / "b", recs, mb)
+    with pytest.raises(UsageError, match=f"kata-fc {fact}"):
+        compare_runs(a, b)
+
+
 def test_differing_runtime_version_is_refused(tmp_path: Path) -> None:
     recs = realistic_records(ENVS, rounds=5)
     a = write_run(tmp_path / "a", recs, meta(ENVS, versions={"docker": "24.0"}))
@@ -83,16 +179,43 @@ def test_differing_runtime_version_is_refused(tmp_path: Path) -> None:
         compare_runs(a, b)
 
 
+def _with_params(m: dict[str, Any], params: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    m["plan"]["params"] = params
+    return m
+
+
+QUICK = {"cpu": {"rounds": 1, "time_s": 10, "max_prime": 200000, "threads": 1},
+         "startup": {"rounds": 10}}
+PAPER = {"cpu": {"rounds": 1, "time_s": 600, "max_prime": 200000, "threads": 1},
+         "startup": {"rounds": 100}}
+
+
+def test_quick_run_against_paper_run_is_refused(tmp_path: Path) -> None:
+    """cpu and startup cells carry no params of their own: the plan's parameters must match
+    (only round counts may differ), else the cells measure different things."""
+    recs = declared(realistic_records(ENVS, rounds=5))
+    a = write_run(tmp_path / "a", recs, _with_params(meta(ENVS, profile="quick"), QUICK))
+    b = write_run(tmp_path / "b", recs, _with_params(meta(ENVS, profile="paper"), PAPER))
+    with pytest.raises(UsageError) as exc:
+        compare_runs(a, b)
+    msg = str(exc.value)
+    assert "cpu time_s: A 10 vs B 600" in msg and "--force" in msg
+    assert "rounds" not in msg.replace("--force", "")
+    forced = compare_runs(a, b, force=True)
+    assert forced.rows and forced.differing_params == ["cpu time_s: A 10 vs B 600"]
+    assert "Forced despite differing parameters" in forced.render_text()
+
+
+def test_round_counts_and_adaptive_settings_may_differ(tmp_path: Path) -> None:
+    recs = declared(realistic_records(ENVS, rounds=5))
+    more = {b: {**p, "rounds": 50, "adaptive": True, "max_rounds": 200}
+            for b, p in QUICK.items()}
+    a = write_run(tmp_path / "a", recs, _with_params(meta(ENVS), QUICK))
+    b = write_run(tmp_path / "b", recs, _with_params(meta(ENVS), more))
+    assert compare_runs(a, b).rows
+
+
 def test_only_common_cells_are_compared(tmp_path: Path) -> None:
     a = write_run(tmp_path / "a", realistic_records(ENVS, rounds=5), meta(ENVS))
     b = write_run(tmp_path / "b", realistic_records(["host"], rounds=5), meta(["host"]))
     assert {r.env for r in compare_runs(a, b).rows} == {"host"}
-
-
-def test_higher_is_better_table() -> None:
-    for m in ("throughput", "tps", "qps", "requests_per_second", "events_per_second", "events",
-              "bandwidth", "iops"):
-        assert higher_is_better(m), m
-    for m in ("latency", "startup_time", "private_dirty", "getpid_latency", "latency_p99",
-              "retransmits", "sender_cpu", "errors"):
-        assert not higher_is_better(m), m
