@@ -367,9 +367,8 @@ def _judge_interval(label: str, point: float | None, lo: float, hi: float,
     if min(ns) < stats.THIN_N:
         need = stats.THIN_N
         return INCONCLUSIVE, shown, (
-            f"{label} {_f(point)} at n={n}: a median's interval needs {need} rounds a side "
-            f"(at n=1 it is a point; [min, max] covers the median with probability "
-            f"1-2^(1-n)); {need} rounds a side decide")
+            f"{label} {_f(point)} at n={n}: too few rounds for the interval of a median "
+            f"(at n=1 it is a point); {need} rounds a side decide")
     if point is None or not math.isfinite(point) or not math.isfinite(lo):
         return INCONCLUSIVE, shown, f"{label}: undefined (a zero median)"
     if target[0] <= lo and hi <= target[1]:
@@ -595,7 +594,7 @@ def _newer(env: str, facts: Mapping[str, Any]) -> str:
     if fam == "gvisor":
         years = (now[0] - paper[0]) + (now[1] - paper[1]) / 12
         if years >= 2:
-            return (f"{env}: gVisor {''.join(f'{x:02d}' for x in now)} is {years:.0f} years "
+            return (f"{env}: gVisor {''.join(f'{x:02d}' for x in now)} is {years:.1f} years "
                     f"newer than the paper's release-{PAPER_VERSIONS['gvisor']}")
         return ""
     if now[0] > paper[0] or (now[0] == paper[0] and now[1] - paper[1] >= 2):
