@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sandbench import net, paths
+from sandbench import paths
 from sandbench.environments.base import SandboxSpec
 from sandbench.environments.qemu import (
     MACHINES,
@@ -41,7 +41,7 @@ def my_leftovers(mark: str) -> list[str]:
         if mark in cmd and (p.info["name"] or "").startswith("qemu-system"):
             found.append(f"process {p.info['pid']}")
     vm_dir = paths.STATE_DIR / "vm"
-    for d in vm_dir.iterdir() if vm_dir.exists() else []:
+    for d in vm_dir.glob("*/*"):  # vm/<environment>/<sandbox id>
         cmdline = d / "cmdline"
         if cmdline.exists() and mark in cmdline.read_text():
             found.append(f"state {d}")
@@ -176,7 +176,8 @@ def test_command_lines_use_the_right_machine(monkeypatch: pytest.MonkeyPatch) ->
             assert isinstance(sb, QemuSandbox)
             cmd = " ".join(sb.vmm_command(["/sb/probe", "idle"]))
             assert sb.address.startswith("198.18.") and sb.host_address.startswith("198.18.")
-            assert f"ifname={sb.name}h" in cmd and sb.name + "h" in net.owned_links()
+            assert f"ifname={sb.name}h" in cmd and Path(f"/sys/class/net/{sb.name}h").exists()
+            assert " -S " in cmd and f"-qmp unix:{sb.dir}/qmp.sock,server=on,wait=off" in cmd
             if m.microvm:
                 assert "-M microvm,isa-serial=on,rtc=on" in cmd
                 assert "virtio-net-device" in cmd and "virtio-serial-device" in cmd
@@ -185,7 +186,7 @@ def test_command_lines_use_the_right_machine(monkeypatch: pytest.MonkeyPatch) ->
             else:
                 assert "-M pc" in cmd and "virtio-blk-pci" in cmd and "-m 700" in cmd
                 assert "snapshot=on" in cmd and "sandbench.init=systemd" in cmd
-        assert sb.name + "h" not in net.owned_links()
+        assert not Path(f"/sys/class/net/{sb.name}h").exists() and not sb.dir.exists()
 
 
 # -- real guests -------------------------------------------------------------------------------
