@@ -24,10 +24,8 @@ from sandbench.benchmarks.base import RunContext
 from sandbench.benchmarks.mysql import (
     INIT_SQL,
     MYSQL_PORT,
-    Layout,
     Mysql,
     install_argv,
-    run_tool,
     server_command,
 )
 from sandbench.benchmarks.nginx import (
@@ -38,13 +36,13 @@ from sandbench.benchmarks.nginx import (
 )
 from sandbench.benchmarks.nginx import server_command as nginx_command
 from sandbench.benchmarks.registry import names
+from sandbench.benchmarks.servers import Layout, run_tool
 from sandbench.errors import SandboxError
 from tests.conftest import ENV_NAMES, env_or_skip
 
 #: What the application benchmarks start, told apart from other users' processes of the same
 #: programs by their ports and paths.
-APP_MARKS = (f"--port={MYSQL_PORT}", "sandbench-", "/tmp/nginx/", "/tmp/mysqld/", "oltp_mix.lua",
-             f":{NGINX_PORT}/")
+APP_MARKS = (f"--port={MYSQL_PORT}", "sandbench-", "oltp_mix.lua", f":{NGINX_PORT}/")
 APP_PROCESSES = (
     "mariadbd",
     "mysqld",
@@ -118,6 +116,7 @@ def test_profiles() -> None:
 def test_nginx_config_is_the_papers() -> None:
     conf = nginx_conf(CONTAINER, NGINX_PORT)
     assert "worker_processes 1;" in conf
+    assert "user root;" in conf
     assert "worker_connections 1024;" in conf
     assert f"listen 0.0.0.0:{NGINX_PORT};" in conf
     assert "pid /tmp/x/nginx.pid;" in conf
@@ -180,6 +179,12 @@ def test_apps_on_env(env_name: str, tmp_path: Path, no_app_leftovers: None) -> N
     finally:
         env.close()
 
+    for m in [*got.values(), *web.values()]:
+        assert m.kind and m.direction, m.metric
+    assert (got["tps"].kind, got["latency_avg"].kind, got["errors"].kind) == (
+        "rate", "latency", "count")
+    assert (web["requests_per_second"].direction, web["latency_p99"].direction) == (
+        "higher", "lower")
     assert {k: m.unit for k, m in got.items()} == {
         "tps": "1/s",
         "qps": "1/s",

@@ -40,12 +40,11 @@ NET_PARAMS: dict[str, Any] = {"rounds": 1, "duration_s": 1}
 DISK_PARAMS: dict[str, Any] = {
     "rounds": 1,
     "size_mib": 32,
-    "runtime_s": 1,
+    "runtime_ms": 300,
+    "ramp_ms": 100,
     # All four patterns at one block size, and one pattern at two block sizes.
     "jobs": [["seqread", "16k"], ["seqwrite", "16k"], ["randread", "16k"],
              ["randwrite", "16k"], ["seqread", "1m"]],
-    "cpus": None,
-    "memory_mib": 2048,
 }
 CPU_PARAMS: dict[str, Any] = {"rounds": 1, "time_s": 1, "max_prime": 200000, "threads": 1}
 PERCENTILE_KEYS = {"1", "5", "10", "25", "50", "75", "90", "95", "99"}
@@ -185,6 +184,7 @@ def test_network_throughput(runs: dict[str, Any], env: str) -> None:
     assert cpu.unit == "%" and cpu.value > 0
     (rt,) = _by(ms, "retransmits")
     assert rt.value >= 0
+    assert (tp.kind, tp.direction, cpu.direction, rt.kind) == ("rate", "higher", "lower", "count")
     assert tp.raw and (runs["ctx"].out / tp.raw).is_file()
 
 
@@ -203,10 +203,20 @@ def test_disk_patterns_and_block_sizes(runs: dict[str, Any], env: str) -> None:
         assert lat.extra["min"] <= lat.value <= lat.extra["max"]
         (bw,) = _by(ms, "bandwidth", pattern=pattern, bs=bs)
         assert bw.unit == "MiB/s" and bw.value > 0
-        assert bw.extra["volume"]["kind"] in ("host-dir", "virtio-disk")
-        assert bw.extra["limits"]["memory_mib"] == 2048
+        assert bw.extra["volume"]["kind"]  # Sandbox.volume_kind
+        assert bw.extra["volume"]["fs_type"] not in volume.MEMORY_FS
+        assert set(bw.extra["limits"]) == {"cpus", "memory_mib"}
         (iops,) = _by(ms, "iops", pattern=pattern, bs=bs)
         assert iops.unit == "1/s" and iops.value > 0
+        assert (lat.kind, bw.kind, iops.kind) == ("latency", "rate", "rate")
+        flags = lat.extra.get("flags", [])
+        assert flags == bw.extra.get("flags", []) == iops.extra.get("flags", [])
+        if "gvisor" in env:  # its sentry serves O_DIRECT from its own page cache
+            assert flags == ["page_cache"] and lat.extra["page_cache_reason"]
+        if env == "host":
+            assert flags == []
+    # One fio run per round: every job's samples point at the same raw output.
+    assert len({m.raw for m in ms}) == 1
 
 
 @pytest.mark.runtime
@@ -217,6 +227,7 @@ def test_cpu_events(runs: dict[str, Any], env: str) -> None:
     (events,) = _by(ms, "events")
     assert eps.unit == "1/s" and eps.value > 0
     assert events.unit == "count" and events.value > 0
+    assert (eps.kind, events.kind) == ("rate", "amount")
 
 
 @pytest.mark.runtime
@@ -348,7 +359,7 @@ def test_fio_dying_fails_the_round_with_fio_text(tmp_path: Path) -> None:
     tracker = Tracker()
     env = tracker.watch(env_or_skip("host"))
     ctx = RunContext(out=tmp_path, profile="quick")
-    params = {**DISK_PARAMS, "jobs": [["randread", "16k"]], "runtime_s": 8}
+    params = {**DISK_PARAMS, "jobs": [["randread", "16k"]], "runtime_ms": 8000}
     before = _volumes()
     done = threading.Event()
     with Disk().session(env, ctx, params) as one:

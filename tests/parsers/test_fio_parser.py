@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from sandbench.parsers.fio import PERCENTILES, FioPattern, fio_argv, parse_fio_json
+from sandbench.parsers.fio import (
+    PERCENTILES,
+    FioPattern,
+    fio_argv,
+    fio_jobs_argv,
+    parse_fio_json,
+)
 from tests.parsers.captures import captured
 
 # (file, direction, rw, bw_bytes, iops, runtime ms, total_ios, clat_ns min/max/mean/stddev/N,
@@ -211,3 +217,26 @@ def test_fio_argv_runs_and_parses(tmp_path: Path) -> None:
     assert job.rw == "write"
     assert job.total_ios > 0
     assert tuple(job.clat.percentiles_us) == PERCENTILES
+
+
+def test_fio_jobs_argv_runs_jobs_one_after_the_other(tmp_path: Path) -> None:
+    """One fio run, several stonewalled jobs with ramp and measured time, parsed in order."""
+    if shutil.which("fio") is None:
+        pytest.skip("fio is not installed (Debian package fio)")
+    jobs: list[tuple[FioPattern, str]] = [("seqwrite", "64k"), ("randread", "16k")]
+    argv = fio_jobs_argv(str(tmp_path / "f.dat"), jobs, "4m", runtime_ms=200, ramp_ms=100,
+                         direct=False)
+    assert argv.count("--stonewall") == 2
+    assert "--runtime=200ms" in argv and "--ramp_time=100ms" in argv
+    assert argv.index("--name=seqwrite-64k") < argv.index("--name=randread-16k")
+    cp = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    res = parse_fio_json(cp.stdout + cp.stderr)
+    assert [j.name for j in res.jobs] == ["seqwrite-64k", "randread-16k"]
+    assert [j.direction for j in res.jobs] == ["write", "read"]
+    for job in res.jobs:
+        # ramp time is not measured: about 200 ms of I/O remain.
+        assert 0.15 <= job.runtime_s <= 0.5 and job.total_ios > 0
+    with pytest.raises(ValueError):
+        fio_jobs_argv("f", jobs, "4m", runtime_ms=0)
+    with pytest.raises(ValueError):
+        fio_jobs_argv("f", [("mixed", "16k")], "4m", runtime_ms=10)  # type: ignore[list-item]

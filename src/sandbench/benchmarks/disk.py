@@ -1,33 +1,52 @@
 """Disk I/O (benchmark 5): fio with O_DIRECT on a volume dedicated to the benchmark.
 
-The volume is a fresh host directory (volume.py) mounted at /data in the sandbox; on the bare
-host fio uses that directory itself. Every environment gets the same CPU and memory limits. A
-write pass lays the file out once per session, outside the timed jobs; then each round runs
-the four access patterns at the four block sizes as time-based jobs on that file and reports,
-per pattern and block size, the completion latency (mean, with its percentiles for the box
-plots), the bandwidth and the IOPS.
+The volume is a fresh directory on the host's disk file system (volume.py: never tmpfs; its
+free space is checked against what the profile needs before anything starts, naming both
+numbers). It reaches the sandbox as Sandbox.volume_kind says (a bind mount, the directory
+itself for the bare host, a virtio disk image of spec.volume_size_mib made on it for a VM)
+and is seen inside at Sandbox.data_dir. Every environment runs under the run's limits.
+
+Each round lays out a fresh file (an untimed O_DIRECT write pass; the previous round's file
+is removed first), then runs the round's (pattern, block size) jobs one after the other in a
+single fio invocation, each with fio's ramp time before the measured time, and reports per
+job the completion latency (mean, with its percentiles for the box plots), the bandwidth and
+the IOPS. Where a sandbox's O_DIRECT does not reach the host's block device
+(Sandbox.direct_io False: gVisor serves the file from its own page cache) every sample
+carries the flag "page_cache" and the reason.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from sandbench import volume
 from sandbench.benchmarks.base import Benchmark, RoundFn, RunContext
-from sandbench.environments.base import Completed, Environment, Limits, Sandbox, SandboxSpec
+from sandbench.benchmarks.servers import evidence, exec_quiet
+from sandbench.environments.base import Completed, Environment, Sandbox
 from sandbench.errors import SandboxError
-from sandbench.parsers.fio import FioJob, FioPattern, fio_argv, parse_fio_json
+from sandbench.parsers.fio import (
+    FioJob,
+    FioPattern,
+    fio_argv,
+    fio_jobs_argv,
+    parse_fio_json,
+)
 from sandbench.results import Measurement
 
 MIB = 1024 * 1024
 PATTERNS: tuple[FioPattern, ...] = ("seqread", "seqwrite", "randread", "randwrite")
 BLOCK_SIZES = ("16k", "64k", "256k", "1m")
-DATA_FILE = "sandbench-fio.dat"
+#: Prefix of the data files on the volume (one per round).
+DATA_FILE = "sandbench-fio"
 #: Room left on the volume beyond the data file (fio's own files, file system overhead).
 MARGIN_MIB = 64
+#: What the claims of the paper need in the quick profile: all patterns at 16k, and the
+#: ends of the block-size range (1m) where a claim follows the block size.
+QUICK_JOBS = [["seqread", "16k"], ["seqwrite", "16k"], ["seqwrite", "1m"],
+              ["randread", "16k"], ["randread", "1m"], ["randwrite", "16k"],
+              ["randwrite", "1m"]]
 
 
 def need_bytes(size_mib: int) -> int:
@@ -36,32 +55,17 @@ def need_bytes(size_mib: int) -> int:
     return size + size // 20 + MARGIN_MIB * MIB
 
 
-def limits_for(params: dict[str, Any]) -> Limits:
-    """The same limits for every environment: the profile's CPUs (at most what the machine
-    has; None = all of them) and memory."""
-    have = os.cpu_count() or 1
-    want = params.get("cpus")
-    cpus = float(have) if want is None else min(float(want), float(have))
-    return Limits(cpus=cpus, memory_mib=int(params["memory_mib"]))
-
-
-def data_dir(sb: Sandbox, env: Environment, vol: volume.Volume) -> str:
-    """Where the volume appears for commands run through sb.exec."""
-    given = getattr(sb, "data_dir", None)
-    if isinstance(given, str) and given:
-        return given
-    # The host runs commands on the host itself: the volume's own directory.
-    return str(vol.path) if env.family == "host" else "/data"
-
-
-def volume_facts(env: Environment, vol: volume.Volume) -> dict[str, Any]:
+def volume_facts(sb: Sandbox, vol: volume.Volume) -> dict[str, Any]:
     """What the results say about the volume fio ran on."""
-    facts = vol.describe()
-    if env.family == "vm":
-        # The VM driver gives the guest its own virtio disk at /data (an ext4 image file),
-        # not the host directory.
-        facts["kind"] = "virtio-disk"
-    return facts
+    return {**vol.describe(), "kind": sb.volume_kind}
+
+
+def cache_marks(sb: Sandbox) -> dict[str, Any]:
+    """The flag every sample of a sandbox without direct I/O carries, with the reason."""
+    if sb.direct_io:
+        return {}
+    return {"flags": ["page_cache"], "page_cache_reason": sb.direct_io_note
+            or "the environment does not pass O_DIRECT through to the host's block device"}
 
 
 def fio_output(done: Completed) -> str:
@@ -69,21 +73,20 @@ def fio_output(done: Completed) -> str:
     return done.stdout + ("\n" + done.stderr if done.stderr.strip() else "")
 
 
-def parse_job(done: Completed, what: str) -> FioJob:
-    """The single job of one fio run; ValueError/SandboxError quoting fio on failure."""
+def parse_jobs(sb: Sandbox, done: Completed, what: str, count: int) -> tuple[FioJob, ...]:
+    """The jobs of one fio run; SandboxError quoting fio, with evidence, on failure."""
     text = fio_output(done)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip()[-500:]
+        raise SandboxError(f"fio {what} exited {done.returncode}: {tail}", evidence(sb, done))
     try:
         result = parse_fio_json(text)
     except ValueError as exc:
-        if done.returncode != 0:
-            raise SandboxError(f"fio {what} exited {done.returncode}: {exc}") from None
-        raise
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip()[-500:]
-        raise SandboxError(f"fio {what} exited {done.returncode}: {tail}")
-    if len(result.jobs) != 1:
-        raise ValueError(f"fio {what}: expected one job, got {len(result.jobs)}")
-    return result.jobs[0]
+        raise SandboxError(f"fio {what}: {exc}", evidence(sb, done)) from None
+    if len(result.jobs) != count:
+        raise SandboxError(f"fio {what}: expected {count} jobs, got {len(result.jobs)}",
+                           evidence(sb, done))
+    return result.jobs
 
 
 def job_list(params: dict[str, Any]) -> list[tuple[FioPattern, str]]:
@@ -116,24 +119,27 @@ class Disk(Benchmark):
     description = "fio O_DIRECT latency, bandwidth and IOPS on a dedicated volume"
     image = "full"
     profiles = {
+        # "rounds" is the minimum per cell (claims test at n >= 5), "max_rounds" the cap of
+        # the runner's adaptive rounds. A quick round: a 64 MiB layout pass and 7 jobs of
+        # 100 ms ramp + 300 ms measured (about 5 s with fio's own start-up per job); the
+        # paper profile keeps the paper's grid (4 patterns x 4 block sizes, 10 GiB file).
         "quick": {
-            "rounds": 1,
-            "size_mib": 128,
-            "runtime_s": 1,
-            "patterns": list(PATTERNS),
-            "block_sizes": list(BLOCK_SIZES),
-            "cpus": None,
-            "memory_mib": 2048,
+            "rounds": 5,
+            "max_rounds": 8,
+            "size_mib": 64,
+            "runtime_ms": 300,
+            "ramp_ms": 100,
+            "jobs": QUICK_JOBS,
             "ioengine": "psync",
         },
         "paper": {
-            "rounds": 1,
+            "rounds": 5,
+            "max_rounds": 5,
             "size_mib": 10240,
-            "runtime_s": 60,
+            "runtime_ms": 60_000,
+            "ramp_ms": 5_000,
             "patterns": list(PATTERNS),
             "block_sizes": list(BLOCK_SIZES),
-            "cpus": 6,
-            "memory_mib": 2048,
             "ioengine": "psync",
         },
     }
@@ -143,61 +149,74 @@ class Disk(Benchmark):
         self, env: Environment, ctx: RunContext, params: dict[str, Any]
     ) -> Iterator[RoundFn]:
         size_mib = int(params["size_mib"])
-        runtime_s = int(params["runtime_s"])
+        runtime_ms = int(params["runtime_ms"])
+        ramp_ms = int(params.get("ramp_ms", 0))
         jobs = job_list(params)
         ioengine = params.get("ioengine", "psync")
-        limits = limits_for(params)
         size = f"{size_mib}m"
-        job_timeout = runtime_s + ctx.timeouts["exec"]
+        need = need_bytes(size_mib)
+        run_timeout = len(jobs) * (runtime_ms + ramp_ms) / 1000 + ctx.timeouts["exec"]
 
-        with volume.volume(size_mib * MIB, need_bytes(size_mib)) as vol:
-            spec = SandboxSpec(
+        with volume.volume(size_mib * MIB, need) as vol:
+            spec = ctx.spec(
                 image=self.image,
-                limits=limits,
                 volume=vol.path,
+                volume_size_mib=-(-need // MIB),
                 log=ctx.log_path(env.name, self.name, "console.log"),
             )
             with env.start(spec) as sb:
-                filename = f"{data_dir(sb, env, vol)}/{DATA_FILE}"
-                # Lay the file out (every block written) before any timed job reads it.
-                layout = sb.exec(
-                    fio_argv(filename, "seqwrite", "1m", size, direct=True, name="layout",
-                             ioengine=ioengine),
-                    timeout=ctx.timeouts["tool"],
-                )
-                ctx.save_raw(env.name, self.name, 0, "layout.json", fio_output(layout))
-                parse_job(layout, "layout pass")
                 setting = {
-                    "volume": volume_facts(env, vol),
+                    "volume": volume_facts(sb, vol),
                     "file_size_mib": size_mib,
-                    "runtime_s": runtime_s,
+                    "runtime_ms": runtime_ms,
+                    "ramp_ms": ramp_ms,
                     "ioengine": ioengine,
                     "direct": True,
-                    "limits": {"cpus": limits.cpus, "memory_mib": limits.memory_mib},
-                    "limits_enforced": env.family != "host",
+                    "limits": {"cpus": ctx.limits.cpus, "memory_mib": ctx.limits.memory_mib},
+                    "limits_enforced": sb.limits_enforced(),
                 }
+                marks = cache_marks(sb)
 
                 def one(rnd: int) -> list[Measurement]:
+                    filename = fresh_file(sb, ctx, env, rnd, size, ioengine)
+                    done = sb.exec(
+                        fio_jobs_argv(filename, jobs, size, runtime_ms, ramp_ms, direct=True,
+                                      ioengine=ioengine),
+                        timeout=run_timeout,
+                    )
+                    raw = ctx.save_raw(env.name, self.name, rnd, "fio.json", fio_output(done))
+                    measured = parse_jobs(sb, done, f"round {rnd}", len(jobs))
                     out: list[Measurement] = []
-                    for pattern, bs in jobs:
-                        argv = fio_argv(
-                            filename, pattern, bs, size, runtime_s=runtime_s,
-                            direct=True, ioengine=ioengine,
-                        )
-                        done = sb.exec(argv, timeout=job_timeout)
-                        raw = ctx.save_raw(
-                            env.name, self.name, rnd, f"{pattern}-{bs}.json", fio_output(done)
-                        )
-                        job = parse_job(done, f"{pattern} bs={bs}")
+                    for (pattern, bs), job in zip(jobs, measured, strict=True):
                         cell = {"pattern": pattern, "bs": bs}
                         out += [
-                            Measurement("latency", job.clat.mean_us, "us", raw=raw,
-                                        params=cell, extra=latency_extra(job)),
-                            Measurement("bandwidth", job.bandwidth_mib_s, "MiB/s", raw=raw,
-                                        params=cell, extra=setting),
-                            Measurement("iops", job.iops, "1/s", raw=raw, params=cell,
-                                        extra=setting),
+                            Measurement.latency("latency", job.clat.mean_us, "us", raw=raw,
+                                                params=cell,
+                                                extra={**latency_extra(job), **marks}),
+                            Measurement.rate("bandwidth", job.bandwidth_mib_s, "MiB/s", raw=raw,
+                                             params=cell, extra={**setting, **marks}),
+                            Measurement.rate("iops", job.iops, "1/s", raw=raw, params=cell,
+                                             extra={**setting, **marks}),
                         ]
                     return out
 
                 yield one
+
+
+def fresh_file(sb: Sandbox, ctx: RunContext, env: Environment, rnd: int, size: str,
+               ioengine: Any) -> str:
+    """Remove earlier rounds' files, lay out this round's (every block written, O_DIRECT,
+    untimed) and return its path inside the sandbox: no earlier pass has touched it."""
+    data = sb.data_dir.rstrip("/")
+    gone = exec_quiet(sb, ["/bin/sh", "-c", f'rm -f "$1"/{DATA_FILE}-*.dat', "sh", data])
+    if gone.returncode != 0:
+        raise SandboxError(f"could not remove earlier fio files in {data}", evidence(sb, gone))
+    filename = f"{data}/{DATA_FILE}-r{rnd:03d}.dat"
+    layout = sb.exec(
+        fio_argv(filename, "seqwrite", "1m", size, direct=True, name="layout",
+                 ioengine=ioengine),
+        timeout=ctx.timeouts["tool"],
+    )
+    ctx.save_raw(env.name, "disk", rnd, "layout.json", fio_output(layout))
+    parse_jobs(sb, layout, "layout pass", 1)
+    return filename

@@ -1,13 +1,15 @@
 """Memory footprint: N idle sandboxes at once; for each, Private_Dirty (the paper's measure) and
 PSS summed over every host process that belongs to it, from /proc/PID/smaps_rollup.
 
-Which processes count, per environment (see each Sandbox.host_pids):
-  host            the idle process
-  runc, crun      the container's processes (no shim: the runtime exits after start)
-  gvisor-*        runsc-sandbox (sentry), runsc-gofer and their children (platform stubs)
-  docker*         the containerd shim and everything under it (container, or runsc's
-                  sandbox, gofer and stubs)
-Shared daemons (dockerd, containerd) are measured once per round as their own metric.
+Which processes count is each Sandbox's host_pids() (the idle process on the host; the
+container's processes for runc and crun; gVisor's sentry, gofer and stubs; Docker's shim and
+everything under it; a VM's hypervisor process, whose private memory includes the guest's
+RAM). Shared daemons (dockerd, containerd) are measured once per round as their own metric.
+
+How many sandboxes a round starts: the profile's count, bounded so that the memory they
+reserve up front (Environment.memory_reserved_mib: a VM's guest RAM) stays within the
+profile's memory budget, and at least one. A sandbox whose processes cannot be found or read
+fails the round with evidence: a footprint is never recorded as 0 for want of a measurement.
 """
 
 from __future__ import annotations
@@ -20,57 +22,92 @@ from typing import Any
 
 from sandbench import procs
 from sandbench.benchmarks.base import Benchmark, RoundFn, RunContext
-from sandbench.environments.base import Environment, Sandbox, SandboxSpec
+from sandbench.benchmarks.servers import state_of
+from sandbench.environments.base import Environment, Limits, Sandbox
+from sandbench.errors import SandboxError
 from sandbench.results import Measurement
 
 KIB_PER_MIB = 1024.0
+
+
+def sandbox_count(env: Environment, limits: Limits, params: dict[str, Any]) -> tuple[int, str]:
+    """(sandboxes per round, why that many): the profile's count, or fewer where what each
+    reserves up front would exceed the profile's memory budget."""
+    count = int(params["count"])
+    reserved = env.memory_reserved_mib(limits)
+    if not reserved:
+        return count, "profile count"
+    fit = max(1, int(params["memory_budget_mib"]) // int(reserved))
+    if fit < count:
+        return fit, (f"memory budget: {params['memory_budget_mib']} MiB / {reserved} MiB "
+                     "reserved per sandbox")
+    return count, "profile count"
+
+
+def footprint(sb: Sandbox) -> procs.MemUse:
+    """The memory of sb's host processes; SandboxError with evidence when there are none to
+    measure (a dead hypervisor, a container without an id)."""
+    pids = sb.host_pids()
+    use = procs.memory_of(pids)
+    if not use.processes:
+        raise SandboxError(
+            f"sandbox {sb.name} of {sb.env_name}: no host process to measure "
+            f"(host_pids() = {pids}); its memory was not measured",
+            {"host_pids": pids, "state": state_of(sb)},
+        )
+    return use
 
 
 class Memory(Benchmark):
     name = "memory"
     description = "private dirty and PSS memory per idle sandbox (MiB)"
     profiles = {
-        # VMs hold their whole guest memory: 100 x 700 MB does not fit most hosts, and under
-        # emulation ten boots take minutes on two cores; they get their own count.
-        "quick": {"rounds": 1, "count": 10, "vm_count": 3, "settle_s": 1.0},
-        "paper": {"rounds": 1, "count": 100, "vm_count": 10, "settle_s": 2.0},
+        # "rounds" is the minimum per cell (claims test at n >= 5), "max_rounds" the cap of
+        # the runner's adaptive rounds; each round starts `count` sandboxes at once, fewer
+        # where their reserved memory (a VM's guest RAM) exceeds memory_budget_mib.
+        "quick": {"rounds": 5, "max_rounds": 10, "count": 5, "memory_budget_mib": 1536,
+                  "settle_s": 0.5},
+        "paper": {"rounds": 5, "max_rounds": 10, "count": 100, "memory_budget_mib": 7168,
+                  "settle_s": 2.0},
     }
 
     @contextmanager
     def session(
         self, env: Environment, ctx: RunContext, params: dict[str, Any]
     ) -> Iterator[RoundFn]:
+        count, why = sandbox_count(env, ctx.limits, params)
+
         def one(rnd: int) -> list[Measurement]:
             out: list[Measurement] = []
             boxes: list[Sandbox] = []
             try:
-                count = int(params["vm_count" if env.family == "vm" else "count"])
                 for _ in range(count):
-                    spec = SandboxSpec(
+                    spec = ctx.spec(
                         image=self.image, log=ctx.log_path(env.name, self.name, "console.log")
                     )
                     boxes.append(env.start(spec))
                 # Let lazily started helpers (gofers, stubs) appear before counting.
                 time.sleep(float(params["settle_s"]))
                 for i, sb in enumerate(boxes):
-                    use = procs.memory_of(sb.host_pids())
-                    extra = {"sandbox": i, "of": count, "processes": use.processes}
-                    out.append(
-                        Measurement("private_dirty", use.private_dirty_kib / KIB_PER_MIB, "MiB",
-                                    extra=extra)
-                    )
-                    out.append(Measurement("pss", use.pss_kib / KIB_PER_MIB, "MiB", extra=extra))
+                    use = footprint(sb)
+                    extra = {"sandbox": i, "of": count, "count_from": why,
+                             "processes": use.processes}
+                    out.append(Measurement.size("private_dirty",
+                                                use.private_dirty_kib / KIB_PER_MIB, "MiB",
+                                                extra=extra))
+                    out.append(Measurement.size("pss", use.pss_kib / KIB_PER_MIB, "MiB",
+                                                extra=extra))
                 shared = env.shared_pids()
                 if shared:
                     use = procs.memory_of(shared)
-                    out.append(
-                        Measurement(
-                            "shared_daemon_private_dirty",
-                            use.private_dirty_kib / KIB_PER_MIB,
-                            "MiB",
-                            extra={"processes": use.processes},
+                    if not use.processes:
+                        raise SandboxError(
+                            f"{env.name}: shared daemons {shared} could not be measured",
+                            {"shared_pids": shared},
                         )
-                    )
+                    out.append(Measurement.size("shared_daemon_private_dirty",
+                                                use.private_dirty_kib / KIB_PER_MIB, "MiB",
+                                                extra={"processes": use.processes}))
             finally:
                 # gVisor takes ~2 s to tear a sandbox down: stop them all at once.
                 with ThreadPoolExecutor(max_workers=8) as pool:

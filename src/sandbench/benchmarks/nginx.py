@@ -1,18 +1,16 @@
 """Nginx (benchmark 8): nginx inside the sandbox serves a 4 KB static page; wrk on the host.
 
 nginx runs with one worker process and `worker_connections 1024` (the paper). The sandbox starts
-idle; through `exec` the tool writes the config and the page into a private writable directory
-(/tmp/nginx in containers, whose root file system is read-only; a host temporary directory on the
-host), where the pid file, temporary paths and error log live too, and starts nginx (`daemon
-off`, so its pid is the master's) in the background of a fixed `sh -c` string. nginx listens on
-a fixed high port on all addresses of the sandbox's own network namespace (loopback only on the
-host). Access logging is off: a log line per request would add file writes that the paper's 4 KB
-page test is not about.
+idle; through `exec` the tool writes the config and the page into a run directory of its own
+under Sandbox.scratch_dir (servers.py), where the pid file, temporary paths and error log live
+too, and starts nginx (`daemon off`, so its pid is the master's) in the background of a fixed
+`sh -c` string. nginx listens on a fixed high port on Sandbox.bind_address. Access logging is
+off: a log line per request would add file writes that the paper's 4 KB page test is not about.
 
 wrk runs on the host over the sandbox's link (gVisor: through its netstack) with the profile's
 connections, threads and duration; its soft open-files limit is raised to the hard limit for it
 alone. Socket errors (connect, read, write, timeout) and non-2xx/3xx answers are reported as
-metrics, never hidden. At the end nginx goes with the sandbox (on the host: killed by pid).
+metrics, never hidden. At the end nginx is stopped by pid (servers.stop_server), then the sandbox.
 """
 
 from __future__ import annotations
@@ -25,19 +23,23 @@ from contextlib import contextmanager
 from typing import Any
 
 from sandbench.benchmarks.base import Benchmark, RoundFn, RunContext
-from sandbench.benchmarks.mysql import (
+from sandbench.benchmarks.servers import (
+    LOG_LINES,
     Layout,
-    app_layout,
     keep_log,
-    kill_host_server,
+    layout,
+    make_run_dir,
     process_alive,
     put_file,
     read_file,
     run_tool,
     start_background,
+    state_of,
+    stop_server,
+    tool_evidence,
     wait_until,
 )
-from sandbench.environments.base import Environment, Sandbox, SandboxSpec
+from sandbench.environments.base import Environment, Sandbox
 from sandbench.errors import SandboxError
 from sandbench.parsers.wrk import parse_wrk
 from sandbench.results import Measurement
@@ -48,7 +50,6 @@ PAGE_BYTES = 4096
 WORKER_CONNECTIONS = 1024
 #: Open files wrk needs besides one per connection (epoll, pipes, stdio, libraries).
 WRK_SPARE_FDS = 64
-LOG_LINES = 25
 
 
 def page() -> bytes:
@@ -64,6 +65,9 @@ def nginx_conf(lay: Layout, port: int) -> str:
     r = lay.run
     return f"""\
 # Written by sandbench for the Nginx benchmark (paper: 1 worker, 1024 connections).
+# The worker runs as root: its files are under the sandbox's private scratch directory, which
+# an unprivileged user may not traverse; which user serves a static page does not matter here.
+user root;
 worker_processes 1;
 worker_rlimit_nofile 4096;
 daemon off;
@@ -118,15 +122,19 @@ class Nginx(Benchmark):
     description = "wrk from the host against nginx (1 worker) serving a 4 KB page in the sandbox"
     image = "full"
     profiles = {
+        # "rounds" is the minimum per cell (claims test at n >= 5), "max_rounds" the cap of
+        # the runner's adaptive rounds. A quick round is one 2 s wrk run.
         "quick": {
-            "rounds": 3,
+            "rounds": 5,
+            "max_rounds": 10,
             "threads": 1,
             "connections": 100,
-            "duration_s": 3,
+            "duration_s": 2,
             "ready_timeout_s": 120,
         },
         "paper": {
             "rounds": 10,
+            "max_rounds": 20,
             "threads": 1,
             "connections": 1000,
             "duration_s": 10,
@@ -139,26 +147,30 @@ class Nginx(Benchmark):
         self, env: Environment, ctx: RunContext, params: dict[str, Any]
     ) -> Iterator[RoundFn]:
         port = NGINX_PORT
-        log = ctx.log_path(env.name, self.name, "console.log")
-        with app_layout(env, "nginx") as lay, env.start(SandboxSpec(self.image, log=log)) as sb:
+        spec = ctx.spec(image=self.image, log=ctx.log_path(env.name, self.name, "console.log"))
+        with env.start(spec) as sb:
+            lay = layout(sb, "nginx")
             pid: int | None = None
             err_log = f"{lay.run}/error.log"
             try:
+                make_run_dir(sb, lay)
                 put_file(sb, f"{lay.run}/nginx.conf", nginx_conf(lay, port))
                 put_file(sb, f"{lay.run}/www{PAGE_PATH}", page().decode())
                 pid = start_background(sb, server_command(lay), f"{lay.run}/nginx.out")
                 url = f"http://{sb.address}:{port}{PAGE_PATH}"
                 timeout = float(params["ready_timeout_s"])
                 if not wait_until(lambda: fetch(url) == page(), timeout, process_alive(sb, pid)):
+                    log = (f"{read_file(sb, err_log, LOG_LINES)}\n"
+                           f"{read_file(sb, f'{lay.run}/nginx.out', LOG_LINES)}")
                     raise SandboxError(
                         f"nginx in {env.name} did not serve {url} within {timeout:g} s; its "
-                        f"log:\n{read_file(sb, err_log, LOG_LINES)}\n"
-                        f"{read_file(sb, f'{lay.run}/nginx.out', LOG_LINES)}"
+                        f"log:\n{log}",
+                        {"server_log_tail": log, "state": state_of(sb)},
                     )
                 yield self._round_fn(env, ctx, params, sb, url, lay)
             finally:
                 keep_log(ctx, env, self.name, "error.log", read_file(sb, err_log))
-                kill_host_server(env, pid, ("nginx",))
+                stop_server(sb, pid, lay)
 
     def _round_fn(
         self,
@@ -188,9 +200,10 @@ class Nginx(Benchmark):
             try:
                 res = parse_wrk(done.stdout)
             except ValueError as exc:
+                log = read_file(sb, f"{lay.run}/error.log", LOG_LINES)
                 raise SandboxError(
-                    f"wrk (exit {done.returncode}): {exc}\nnginx log:\n"
-                    f"{read_file(sb, f'{lay.run}/error.log', LOG_LINES)}"
+                    f"wrk (exit {done.returncode}): {exc}\nnginx log:\n{log}",
+                    tool_evidence(done, sb, server_log_tail=log),
                 ) from None
             errs = res.socket_errors
             p = run_params
@@ -202,21 +215,23 @@ class Nginx(Benchmark):
                 "latency_avg_ms": res.latency_avg_ms,
                 "latency_max_ms": res.latency_max_ms,
             }
-            out = [Measurement("requests_per_second", res.requests_per_s, "1/s", raw, p, extra)]
+            out = [Measurement.rate("requests_per_second", res.requests_per_s, "1/s", raw=raw,
+                                    params=p, extra=extra)]
             pct = res.latency_percentiles_ms
             if 50.0 in pct:
-                out.append(Measurement("latency_p50", pct[50.0], "ms", raw, p))
+                out.append(Measurement.latency("latency_p50", pct[50.0], "ms", raw=raw, params=p))
             if 99.0 in pct:
-                out.append(Measurement("latency_p99", pct[99.0], "ms", raw, p))
+                out.append(Measurement.latency("latency_p99", pct[99.0], "ms", raw=raw, params=p))
             breakdown = {
                 "connect": errs.connect,
                 "read": errs.read,
                 "write": errs.write,
                 "timeout": errs.timeout,
             }
-            out.append(Measurement("socket_errors", errs.total, "count", raw, p, breakdown))
+            out.append(Measurement.count("socket_errors", errs.total, "count", raw=raw, params=p,
+                                         extra=breakdown))
             # wrk counts answers that are neither 2xx nor 3xx.
-            out.append(Measurement("non_2xx", res.non_2xx_3xx, "count", raw, p))
+            out.append(Measurement.count("non_2xx", res.non_2xx_3xx, "count", raw=raw, params=p))
             return out
 
         return one

@@ -1,77 +1,184 @@
-"""Startup time: from the launch command until a probe, started as the sandbox's first
-process, has a working network stack and connects to a TCP listener on the host side of its
-link (the paper: until the network stack is initialized). Also the teardown time, and the
-time spent preparing what precedes the launch command (network namespace, bundle)."""
+"""Startup time in phases, with the same boundaries in every environment, on one clock
+(time.perf_counter_ns):
+
+  t0          before Environment.prepare(spec)
+  t_prepared  prepare returned and the host-side listener is bound (everything before the
+              runtime's command: namespaces, bundle, volume)
+  created     the driver's sb.mark("created"), when its create step returned
+  t_started   sb.launch(argv) returned (the runtime's command said the sandbox started)
+  t_net       the host-side listener accepted the probe, the sandbox's first process, which
+              connects as soon as its network stack works (the paper: until the network
+              stack is initialized)
+
+phase_prepare = t_prepared - t0, phase_create = created - t_prepared, phase_start =
+t_started - created, phase_network = t_net - t_started, and startup_time = t_net - t0, their
+sum. A runtime without a separate create step (one command creates and starts, e.g. Docker's
+run) declares Sandbox.folded_phases: its phase_create is 0 with extra {"folded_into":
+"start"}, and the time is in phase_start. The listener accepts in a thread of its own, so a
+probe that connects before the runtime's command has returned is timed when it connects: then
+phase_start ends at t_net and phase_network is 0 (extra {"connected_before_start_returned"}).
+
+Also the teardown time (stop) and, for a VM, its own account of its boot.
+"""
 
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from sandbench.benchmarks.base import Benchmark, RoundFn, RunContext
-from sandbench.environments.base import Environment, SandboxSpec
-from sandbench.errors import StepTimeout
+from sandbench.environments.base import PHASES, Environment, Sandbox
+from sandbench.errors import SandboxError, StepTimeout
 from sandbench.results import Measurement
 
 
-def wait_for_probe(listener: socket.socket, timeout: float) -> tuple[int, bytes]:
-    """perf_counter_ns at accept() and the probe's message. Bounded by timeout."""
-    listener.settimeout(timeout)
-    try:
-        conn, _ = listener.accept()
-    except TimeoutError:
-        raise StepTimeout(f"the probe did not connect within {timeout:g} s") from None
-    t = time.perf_counter_ns()
-    with conn:
-        conn.settimeout(5)
+@dataclass
+class ProbeListener:
+    """Accepts the probe's connection in a thread, stamping perf_counter_ns at accept()."""
+
+    sock: socket.socket
+    accepted_ns: int | None = None
+    message: bytes = b""
+    error: BaseException | None = None
+    _done: threading.Event = field(default_factory=threading.Event)
+
+    def start(self, timeout: float) -> None:
+        self.sock.settimeout(timeout)
+        threading.Thread(target=self._accept, daemon=True, name="probe-accept").start()
+
+    def _accept(self) -> None:
         try:
-            msg = conn.recv(64)
-        except OSError:
-            msg = b""
-    return t, msg
+            conn, _ = self.sock.accept()
+            self.accepted_ns = time.perf_counter_ns()
+            with conn:
+                conn.settimeout(5)
+                try:
+                    self.message = conn.recv(64)
+                except OSError:
+                    self.message = b""
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            self.error = exc
+        finally:
+            self._done.set()
+
+    def wait(self, timeout: float) -> int:
+        """perf_counter_ns at accept(); StepTimeout when the probe did not connect."""
+        if not self._done.wait(timeout + 5) or self.accepted_ns is None:
+            raise StepTimeout(f"the probe did not connect within {timeout:g} s"
+                              + (f" ({self.error})" if self.error and not isinstance(
+                                  self.error, TimeoutError) else ""))
+        return self.accepted_ns
+
+
+@dataclass(frozen=True)
+class Phases:
+    """The boundaries of one start, perf_counter_ns each."""
+
+    t0: int
+    prepared: int
+    created: int | None
+    started: int
+    net: int
+    folded: dict[str, str]
+
+    def measurements(self, extra: dict[str, Any] | None = None) -> list[Measurement]:
+        """startup_time (with extra) and phase_*, which add up to it exactly."""
+        folded_create = self.folded.get("create")
+        if self.created is None and folded_create is None:
+            raise SandboxError(
+                "the driver neither marked 'created' during launch nor declared "
+                "folded_phases['create']: its create phase cannot be told apart"
+            )
+        created = self.prepared if folded_create is not None else self.created
+        assert created is not None
+        # A probe that connected before launch returned: the start ends at its connection.
+        started = min(self.started, self.net)
+        bounds = {
+            "prepare": (self.t0, self.prepared),
+            "create": (self.prepared, created),
+            "start": (created, started),
+            "network": (started, self.net),
+        }
+        assert tuple(bounds) == PHASES
+        out = []
+        for phase, (a, b) in bounds.items():
+            if b < a:
+                raise SandboxError(f"phase {phase} ended before it began ({(b - a) / 1e6:.3f} "
+                                   "ms): the driver's marks are out of order")
+            note: dict[str, Any] = {}
+            if phase in self.folded:
+                note["folded_into"] = self.folded[phase]
+            if phase == "network" and self.net < self.started:
+                note["connected_before_start_returned"] = True
+            out.append(Measurement.time(f"phase_{phase}", (b - a) / 1e9, "s", extra=note))
+        total = Measurement.time("startup_time", (self.net - self.t0) / 1e9, "s",
+                                 extra=dict(extra or {}))
+        return [total, *out]
+
+
+def wait_for_probe(listener: socket.socket, timeout: float) -> tuple[int, bytes]:
+    """perf_counter_ns at accept() and the probe's message, waiting in this thread (for
+    tools that time a launch themselves: bench/harness_overhead.py). Bounded by timeout."""
+    probe = ProbeListener(listener)
+    probe.start(timeout)
+    return probe.wait(timeout), probe.message
+
+
+def boot_bound(ctx: RunContext, sb: Sandbox) -> float:
+    """How long the probe may take: the run's bound, or the sandbox's own boot bound (a VM
+    under emulation boots for minutes)."""
+    return max(ctx.timeouts["probe"], float(sb.boot_timeout_s))
 
 
 class Startup(Benchmark):
     name = "startup"
-    description = "launch command until the probe inside connects to the host (s)"
-    profiles = {"quick": {"rounds": 10}, "paper": {"rounds": 100}}
+    description = "prepare until the probe inside connects to the host (s), in phases"
+    profiles = {
+        # "rounds" is the minimum per cell (claims test at n >= 5), "max_rounds" the cap of
+        # the runner's adaptive rounds. A round is one start and stop.
+        "quick": {"rounds": 5, "max_rounds": 20},
+        "paper": {"rounds": 100, "max_rounds": 100},
+    }
 
     @contextmanager
     def session(
         self, env: Environment, ctx: RunContext, params: dict[str, Any]
     ) -> Iterator[RoundFn]:
         def one(rnd: int) -> list[Measurement]:
-            log = ctx.log_path(env.name, self.name, "console.log")
-            spec = SandboxSpec(image=self.image, log=log)
-            with env.prepare(spec) as sb, socket.socket(socket.AF_INET, socket.SOCK_STREAM) as ls:
+            spec = ctx.spec(image=self.image, log=ctx.log_path(env.name, self.name,
+                                                                 "console.log"))
+            t0 = time.perf_counter_ns()
+            sb = env.prepare(spec)
+            with sb, socket.socket(socket.AF_INET, socket.SOCK_STREAM) as ls:
                 ls.bind((sb.host_address, 0))
                 ls.listen(1)
-                argv = ["/sb/probe", sb.host_address, str(ls.getsockname()[1])]
-                t0 = time.perf_counter_ns()
+                bound = boot_bound(ctx, sb)
+                probe = ProbeListener(ls)
+                probe.start(bound)
+                argv = [sb.helper("probe"), sb.host_address, str(ls.getsockname()[1])]
+                prepared = time.perf_counter_ns()
                 sb.launch(argv)
-                # A VM under emulation boots for minutes: wait as long as its own bound.
-                bound = max(ctx.timeouts["probe"], float(getattr(env, "boot_timeout_s", 0.0)))
-                t1, msg = wait_for_probe(ls, bound)
+                started = time.perf_counter_ns()
+                net = probe.wait(bound)
+                phases = Phases(t0, prepared, sb.marks.get("created"), started, net,
+                                dict(sb.folded_phases))
                 guest: list[Measurement] = []
-                report = getattr(sb, "guest_boot_report", None)
-                boot = report() if callable(report) else {}
+                boot = sb.guest_boot_report()
                 if boot:
                     # The paper's VM figure: `systemd-analyze time` inside the guest.
-                    guest.append(
-                        Measurement("guest_boot_time", boot["guest_boot_total_s"], "s", extra=boot)
-                    )
-                t2 = time.perf_counter_ns()
+                    guest.append(Measurement.time("guest_boot_time", boot["guest_boot_total_s"],
+                                                  "s", extra=dict(boot)))
+                t_stop = time.perf_counter_ns()
                 sb.stop()
-                t3 = time.perf_counter_ns()
-            extra = {"network": sb.network_path, "probe": msg.decode(errors="replace").strip()}
-            return [
-                Measurement("startup_time", (t1 - t0) / 1e9, "s", extra=extra),
-                Measurement("teardown_time", (t3 - t2) / 1e9, "s"),
-                Measurement("prepare_time", sb.prepare_time_s, "s"),
-                *guest,
-            ]
+                t_gone = time.perf_counter_ns()
+            said = probe.message.decode(errors="replace").strip()
+            measured = phases.measurements({"network": sb.network_path, "probe": said})
+            return [*measured, Measurement.time("teardown_time", (t_gone - t_stop) / 1e9, "s"),
+                    *guest]
 
         yield one

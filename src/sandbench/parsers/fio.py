@@ -110,6 +110,42 @@ def fio_argv(
     return argv
 
 
+def fio_jobs_argv(
+    filename: str,
+    jobs: list[tuple[FioPattern, str]],
+    size: str,
+    runtime_ms: int,
+    ramp_ms: int = 0,
+    direct: bool = True,
+    ioengine: FioEngine = "psync",
+    fio: str = "fio",
+) -> list[str]:
+    """One fio run of several time-based jobs on one file, one after the other (stonewall):
+    fio starts once per round instead of once per job. Each job is named PATTERN-BS and
+    first runs ramp_ms unmeasured (fio's ramp_time), then runtime_ms measured."""
+    if runtime_ms <= 0 or ramp_ms < 0:
+        raise ValueError(f"fio runtime {runtime_ms} ms / ramp {ramp_ms} ms: runtime must be "
+                         "positive and ramp not negative")
+    argv = [
+        fio,
+        "--output-format=json",
+        f"--filename={filename}",
+        f"--size={size}",
+        f"--ioengine={ioengine}",
+        f"--direct={1 if direct else 0}",
+        f"--percentile_list={PERCENTILE_LIST}",
+        "--time_based",
+        f"--runtime={int(runtime_ms)}ms",
+    ]
+    if ramp_ms:
+        argv.append(f"--ramp_time={int(ramp_ms)}ms")
+    for pattern, bs in jobs:
+        if pattern not in FIO_RW:
+            raise ValueError(f"unknown fio pattern {pattern!r}; expected one of {sorted(FIO_RW)}")
+        argv += [f"--name={pattern}-{bs}", f"--rw={FIO_RW[pattern]}", f"--bs={bs}", "--stonewall"]
+    return argv
+
+
 def parse_fio_json(text: str) -> FioResult:
     """Parse fio's JSON output (stdout, or stdout and stderr together).
 
