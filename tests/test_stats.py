@@ -154,3 +154,75 @@ def test_event_counts_are_not_called_noisy_and_long_lists_are_cut() -> None:
     (w,) = stats.warnings_for(stats.summarize(many + quiet))
     assert w.kind == "noisy" and len(w.cells) == stats.MAX_LISTED + 1
     assert w.cells[-1] == "and 4 more"
+
+
+# --- the one significance function -----------------------------------------------------------
+
+def test_min_p_is_the_exact_complete_separation_p() -> None:
+    for n in range(1, 7):
+        a = [float(i) for i in range(n)]
+        b = [float(100 + i) for i in range(n)]
+        expected = 1.0 if n == 1 else float(sps.mannwhitneyu(a, b, method="exact").pvalue)
+        assert stats.min_p(n, n) == pytest.approx(expected), n
+    assert stats.min_p(2, 2) == pytest.approx(1 / 3)
+    assert stats.min_p(3, 3) == pytest.approx(0.1)
+    assert stats.min_p(0, 5) == 1.0
+
+
+def test_rounds_to_decide() -> None:
+    assert stats.rounds_to_decide(0.01) == 5 == stats.THIN_N
+    assert stats.rounds_to_decide(0.05) == 4
+    assert stats.rounds_to_decide(0.01, have=(1, 300)) == 1  # 2/301 < 0.01 already
+    assert stats.rounds_to_decide(0.01, have=(2, 2)) == 5
+    assert stats.rounds_to_decide(0.01, have=(1, 8)) == 4  # 2/C(12, 4) = 0.004
+
+
+def test_difference_verdicts() -> None:
+    lo = [1.0, 1.1, 0.9, 1.05, 0.95]
+    hi = [2.0, 2.1, 1.9, 2.05, 1.95]
+    assert stats.difference(lo, hi, direction="higher").verdict == stats.BETTER
+    assert stats.difference(lo, hi, direction="lower").verdict == stats.WORSE
+    assert stats.difference(hi, lo, direction="lower").verdict == stats.BETTER
+    assert stats.difference(lo, hi).verdict == stats.CHANGED  # direction unknown
+    same = stats.difference(lo, [x * 1.05 for x in lo], direction="lower")
+    assert same.verdict == stats.SAME and "no real difference" in same.reason()
+    d = stats.difference(lo, hi, direction="lower")
+    assert d.ratio == pytest.approx(2.0) and d.p == pytest.approx(2 / 252)
+    assert d.ratio_low is not None and d.ratio_high is not None
+    assert d.ratio_low <= 2.0 <= d.ratio_high
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_difference_below_five_rounds_is_thin_never_same(n: int) -> None:
+    d = stats.difference([1.0] * n, [1000.0] * n, direction="lower")
+    assert d.verdict == stats.THIN and not d.different and not d.decidable
+    assert d.min_p == pytest.approx(stats.min_p(n, n))
+    assert d.rounds_needed == 5
+    assert f"n={n}/{n}" in d.reason() and "5 rounds a side" in d.reason()
+    if n == 1:
+        assert d.ratio_low is None  # a point is no interval
+
+
+def test_direction_is_read_from_samples_never_from_names() -> None:
+    def s(**kw: str) -> dict[str, object]:
+        return {"metric": "throughput", **kw}
+    assert stats.direction_of([s(kind="rate", direction="higher")]) == "higher"
+    assert stats.direction_of([s(kind="latency")]) == "lower"  # the kind's usual direction
+    assert stats.direction_of([s(kind="time", direction="higher")]) == "higher"  # override
+    assert stats.direction_of([s()]) == ""  # an older journal: unknown, not guessed
+    assert stats.direction_of([s(direction="higher"), s(direction="lower")]) == ""
+
+
+def test_cellstats_carry_kind_and_direction() -> None:
+    ss = [{**x, "kind": "rate", "direction": "higher"} for x in _samples("host", [1.0, 2.0])]
+    (c,) = stats.summarize(ss)
+    assert (c.kind, c.direction) == ("rate", "higher")
+    (c,) = stats.summarize(_samples("host", [1.0, 2.0]))
+    assert (c.kind, c.direction) == ("", "")
+
+
+def test_thin_warning_says_tests_cannot_reach_significance() -> None:
+    (w,) = stats.warnings_for(stats.summarize(_samples("crun", [1.0, 1.0])))
+    assert w.kind == "thin"
+    assert "cannot" in w.advice and "rarely" not in w.advice
+    assert "0.33 at n=2" in w.advice and "1 at n=1" in w.advice
