@@ -96,9 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", metavar="DIR", help="finish an interrupted run in DIR")
     r.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
 
-    rep = sub.add_parser("report", help="write report.html, report.md and figures for a run")
-    rep.add_argument("dir", help="results directory")
+    rep = sub.add_parser("report", help="write report.html, report.md and figures for a run, "
+                         "or one report merging several runs (hosts)")
+    rep.add_argument("dir", nargs="+", help="results directory (several: merged, host by host)")
     rep.add_argument("--baseline", default=None, help="environment ratios are computed against")
+    rep.add_argument("--out", default=None,
+                     help="where to write the report (needed to merge several directories)")
+    rep.add_argument("--force", action="store_true",
+                     help="merge runs even when their benchmark parameters differ")
 
     c = sub.add_parser("compare", help="compare two runs cell by cell")
     c.add_argument("a", help="results directory A (before)")
@@ -404,14 +409,20 @@ def print_summary(out: Path, console: Console) -> None:
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from sandbench.report import write_report
     from sandbench.results import SchemaError, read_meta
 
-    out = Path(args.dir)
+    dirs = [Path(d) for d in args.dir]
     try:
-        meta = read_meta(out)
+        metas = [read_meta(d) for d in dirs]
     except SchemaError as e:
         raise UsageError(str(e)) from None
-    _report(out, args.baseline or meta.get("baseline", "host"), console)
+    if len(dirs) > 1 and not args.out:
+        raise UsageError(f"merging {len(dirs)} results directories needs --out DIR")
+    baseline = args.baseline or metas[0].get("baseline", "host")
+    path = write_report(dirs, baseline=baseline, out=Path(args.out) if args.out else None,
+                        force=args.force)
+    console.print(f"report: {path}")
     return 0
 
 
@@ -436,8 +447,16 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_clean(args: argparse.Namespace, console: Console) -> int:
+    from sandbench import paths
     from sandbench.cleanup import clean
     from sandbench.study import active_runs
+
+    why = paths.unsafe_dir_reason(paths.STATE_DIR)
+    if why is None and paths.STATE_DIR.is_dir() and paths.state_root_if_ours() is None:
+        why = f"it was not made by sandbench (no {paths.MARKER} in it)"
+    if why is not None:
+        # clean unmounts and removes below the state directory: never in someone else's.
+        raise UsageError(f"SANDBENCH_STATE_DIR={str(paths.STATE_DIR)!r} cannot be used: {why}")
 
     live = active_runs()
     if live and not args.force and not args.dry_run:
@@ -446,12 +465,19 @@ def cmd_clean(args: argparse.Namespace, console: Console) -> int:
             f"a sandbench run is active (pid {pid}, {out}); stop it first or use --force"
         )
 
-    found = clean(dry_run=args.dry_run)
+    report = clean(dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
-    for item in found:
-        console.print(f"{verb}: {item}")
-    if not found:
+    for item in report.removed:
+        console.print(f"{verb}: {item}", markup=False, highlight=False)
+    for item, why in report.failed:
+        console.print(f"could not remove: {item}: {why}", markup=False, highlight=False)
+    if not report.removed and not report.failed:
         console.print("nothing left behind by sandbench")
+    if report.failed:
+        # One line on stderr too, for scripts: clean did not finish its job.
+        sys.stderr.write(f"sandbench: error: {len(report.failed)} leftover(s) could not be "
+                         "removed (listed above)\n")
+        return 1
     return 0
 
 

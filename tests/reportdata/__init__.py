@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from sandbench.results import Failure, Journal, Sample, now_iso, write_meta
+from sandbench.results import KINDS, Failure, Journal, Sample, now_iso, write_meta
 
 PAPER_ENVS = ["host", "runc", "docker", "docker-gvisor-ptrace", "docker-gvisor-kvm",
               "kata-qemu", "kata-fc", "qemu-vm"]
@@ -35,14 +35,27 @@ RPS = {"host": 60000.0, "runc": 50000.0, "docker": 40000.0, "docker-gvisor-ptrac
 DISK_BASE = {"host": 60.0, "runc": 62.0, "docker": 120.0, "docker-gvisor-ptrace": 600.0,
              "docker-gvisor-kvm": 580.0, "kata-qemu": 110.0, "kata-fc": 55.0, "qemu-vm": 210.0}
 BS = {"16k": 1.0, "64k": 2.5, "256k": 8.0, "1m": 30.0}
+# What each metric measures, as the benchmarks journal it (results.KINDS gives the direction).
+METRIC_KINDS = {
+    "startup_time": "time", "teardown_time": "time", "private_dirty": "size", "pss": "size",
+    "shared_daemon_private_dirty": "size", "getpid_latency": "latency",
+    "getpid_10000_total": "time", "throughput": "rate", "retransmits": "count",
+    "sender_cpu": "size", "latency": "latency", "bandwidth": "rate", "iops": "rate",
+    "events_per_second": "rate", "events": "amount", "tps": "rate", "qps": "rate",
+    "latency_avg": "latency", "latency_p95": "latency", "requests_per_second": "rate",
+    "latency_p50": "latency", "latency_p99": "latency",
+}
 
 
 def sample(env: str, bench: str, metric: str, value: float, unit: str, rnd: int,
            params: dict[str, Any] | None = None, flags: Iterable[str] = (),
-           extra: dict[str, Any] | None = None) -> Sample:
+           extra: dict[str, Any] | None = None, kind: str | None = None,
+           raw: str | None = None) -> Sample:
+    """kind None: the metric's usual kind (METRIC_KINDS), "" for none (an older journal)."""
+    k = METRIC_KINDS.get(metric, "") if kind is None else kind
     return Sample(env=env, bench=bench, metric=metric, value=float(value), unit=unit,
                   round=rnd, params=params or {}, timestamp=now_iso(), flags=list(flags),
-                  extra=extra or {})
+                  extra=extra or {}, kind=k, direction=KINDS.get(k, ""), raw=raw)
 
 
 def meta(envs: list[str], kernel: str = "6.1.0-test", versions: dict[str, str] | None = None,
@@ -75,8 +88,10 @@ def write_run(directory: Path, records: Iterable[Sample | Failure],
 
 
 def realistic_records(envs: list[str], rounds: int = 7, seed: int = 1,
-                      noise: float = 0.02, emulated: Iterable[str] = ()) -> list[Sample]:
-    """A full paper-shaped run: every benchmark, every metric, CoV about `noise`."""
+                      noise: float = 0.02, emulated: Iterable[str] = (),
+                      directions: bool = True) -> list[Sample]:
+    """A full paper-shaped run: every benchmark, every metric, CoV about `noise`; without
+    `directions`, journaled as before kinds and directions existed."""
     rng = np.random.default_rng(seed)
     emu = set(emulated)
     out: list[Sample] = []
@@ -92,7 +107,8 @@ def realistic_records(envs: list[str], rounds: int = 7, seed: int = 1,
                     params: dict[str, Any] | None = None,
                     extra: dict[str, Any] | None = None, env: str = env,
                     fl: list[str] = fl, rnd: int = rnd) -> None:
-                out.append(sample(env, bench, metric, v, unit, rnd, params, fl, extra))
+                out.append(sample(env, bench, metric, v, unit, rnd, params, fl, extra,
+                                  kind=None if directions else ""))
 
             add("startup", "startup_time", jitter(STARTUP[env]), "s")
             add("startup", "teardown_time", jitter(STARTUP[env] / 3), "s")

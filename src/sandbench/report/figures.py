@@ -1,4 +1,10 @@
-"""One PNG per paper figure, drawn only from the stored results (never from live state)."""
+"""Figures drawn only from the stored samples (never from live state).
+
+Every benchmark the run measured gets a figure, whether or not the report knows it: the
+distribution of its headline metric (all rounds as points, a box where there are enough),
+environments in the run's order, grouped by host, emulated ones hatched and set apart after a
+dashed line. One figure uses one scale kind (log or linear) for all its panels.
+"""
 
 from __future__ import annotations
 
@@ -13,24 +19,52 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from sandbench import stats  # noqa: E402
-from sandbench.report.model import RunData, env_colour  # noqa: E402
+from sandbench.report import envinfo  # noqa: E402
+from sandbench.report.model import RunData  # noqa: E402
 
 DPI = 100
-LOG_SPREAD = 30.0  # above this max/min ratio a linear axis hides the small envs
-DISK_PATTERNS = ("seqread", "seqwrite", "randread", "randwrite")
+LOG_SPREAD = 30.0  # above this max/min ratio a linear axis hides the small environments
+MIN_BOX = 5  # fewer samples than this: points and a median bar, no box
 EMULATED_HATCH = "//"
+SPLIT_KEY = "pattern"  # a benchmark with many panels gets one figure per value of this param
+MAX_PANELS = 4
+# Titles and the paper figure for the benchmarks of the paper; any other benchmark gets a
+# figure of its headline metric with a title made from its name.
+HINTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "startup": ("Startup time", "startup time (box plot)", ("startup_time",)),
+    "memory": ("Memory footprint per sandbox", "memory footprint", ("private_dirty",)),
+    "syscall": ("getpid() latency", "system call latency", ("getpid_latency",)),
+    "network": ("TCP throughput, host to sandbox (iperf3)", "network throughput",
+                ("throughput",)),
+    "disk": ("Disk I/O latency", "fio latency (box plots)", ("latency",)),
+    "cpu": ("CPU (sysbench primes)", "CPU events", ()),
+    "mysql": ("MySQL (sysbench OLTP)", "MySQL throughput and latency", ("tps", "latency_avg")),
+    "nginx": ("Nginx static page (wrk)", "Nginx requests/s", ("requests_per_second",)),
+}
+OWN_FIGURES = frozenset({"density", "burst"})  # drawn by figures_extra
 
 
 @dataclass(frozen=True)
 class Figure:
     name: str  # file stem; the PNG is figures/<name>.png
     title: str
-    paper: str  # which figure of the paper this reproduces
+    paper: str  # which figure of the paper this reproduces ("" for none)
     path: Path
     caption: str
+    section: str = "figures"  # or "phases", "density", "burst": where the report puts it
+
+
+@dataclass(frozen=True)
+class Series:
+    label: str  # env, or "env @ host"
+    values: tuple[float, ...]
+    emulated: bool
+    colour: str
 
 
 def _bs_bytes(bs: str) -> float:
@@ -40,200 +74,206 @@ def _bs_bytes(bs: str) -> float:
     return float(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2)]
 
 
-def _ylabel(metric: str, unit: str) -> str:
-    return f"{metric.replace('_', ' ')} ({unit or 'count'})"
+def _params_sort(pk: stats.ParamsKey) -> tuple[Any, ...]:
+    return tuple((k, _bs_bytes(v), v) for k, v in pk)
 
 
-def _legend_emulated(ax: Any, cells: Sequence[stats.CellStats]) -> None:
-    if any("emulated" in c.flags for c in cells):
-        ax.legend(handles=[Patch(facecolor="white", edgecolor="black", hatch=EMULATED_HATCH,
-                                 label="emulated (not comparable with hardware)")],
-                  loc="upper left", fontsize=8)  # "best" costs seconds per figure
+def nice_metric(metric: str) -> str:
+    return metric.replace("_", " ")
 
 
-def _maybe_log(ax: Any, lows: Sequence[float], highs: Sequence[float],
-               log: bool | None) -> bool:
-    """log None: log scale when the values span more than LOG_SPREAD; True/False force it.
-    A log axis needs positive values, so it is skipped where there are none."""
-    pos = [v for v in lows if v > 0]
-    if not pos or log is False:
-        return False
-    if log or max(highs) / min(pos) > LOG_SPREAD:
-        ax.set_yscale("log")
-        return True
-    return False
+def direction_text(direction: str | None) -> str:
+    return {"lower": "lower is better", "higher": "higher is better"}.get(direction or "",
+                                                                          "direction unknown")
 
 
-def _bars(ax: Any, cells: Sequence[stats.CellStats], log: bool | None = None) -> bool:
-    """Median bars with 95 % CI whiskers, one per env in run order."""
-    xs = list(range(len(cells)))
-    meds = [c.median for c in cells]
-    err_lo = [max(c.median - c.ci_low, 0.0) for c in cells]
-    err_hi = [max(c.ci_high - c.median, 0.0) for c in cells]
-    bars = ax.bar(xs, meds, color=[env_colour(c.env) for c in cells], edgecolor="black",
-                  linewidth=0.5, yerr=[err_lo, err_hi], capsize=3)
-    for bar, c in zip(bars, cells, strict=True):
-        if "emulated" in c.flags:
-            bar.set_hatch(EMULATED_HATCH)
-    ax.set_xticks(xs, [c.env for c in cells], rotation=35, ha="right", fontsize=8)
-    used_log = _maybe_log(ax, [c.ci_low for c in cells], [c.ci_high for c in cells], log)
-    ax.set_ylabel(_ylabel(cells[0].metric, cells[0].unit) + (", log scale" if used_log else ""))
+def series_for(run: RunData, cells: Sequence[stats.CellStats]) -> list[Series]:
+    """One series per cell, ordered host by host, emulated environments last in each host."""
+    hosts = run.hosts
+    ordered = sorted(cells, key=lambda c: (
+        hosts.index(run.host_of(c.env)) if run.host_of(c.env) in hosts else 0,
+        "emulated" in c.flags, run.env_rank(c.env)))
+    return [Series(c.env, c.values, "emulated" in c.flags, run.colour(c.env)) for c in ordered]
+
+
+def positions(run: RunData, series: Sequence[Series]) -> tuple[list[float], list[tuple[
+        float, float, str, bool]]]:
+    """x of each series, with a gap between groups; groups as (x0, x1, name, emulated)."""
+    xs: list[float] = []
+    groups: list[tuple[float, float, str, bool]] = []
+    x = 0.0
+    prev: tuple[str, bool] | None = None
+    for s in series:
+        key = (run.host_of(s.label), s.emulated)
+        if prev is not None and key != prev:
+            x += 0.8
+        if prev is None or key != prev:
+            groups.append((x, x, key[0] if run.multi_host else "", key[1]))
+        g = groups[-1]
+        groups[-1] = (g[0], x, g[2], g[3])
+        xs.append(x)
+        x += 1.0
+        prev = key
+    return xs, groups
+
+
+def scale_for(values: Sequence[float]) -> str:
+    pos = [v for v in values if v > 0]
+    if not pos or len(pos) < len(values) or max(pos) / min(pos) <= LOG_SPREAD:
+        return "linear"
+    return "log"
+
+
+def log_axis(ax: Any, axis: str = "y") -> None:
+    """A log axis labelled in plain numbers (not 6x10^2); minor labels only within a decade."""
+    a = ax.yaxis if axis == "y" else ax.xaxis
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    a.set_major_formatter(plain)
+    lo, hi = (ax.get_ylim() if axis == "y" else ax.get_xlim())
+    a.set_minor_formatter(plain if lo > 0 and hi / lo < 10 else NullFormatter())
+
+
+def tick_label(run: RunData, s: Series) -> str:
+    n = len(s.values)
+    return f"{run.env_of(s.label)}\nn={n}" + ("" if n >= MIN_BOX else " (no box)")
+
+
+def draw_distribution(ax: Any, run: RunData, series: Sequence[Series], scale: str,
+                      ylabel: str) -> None:
+    """Each round as a point; a box (quartiles, median) where n >= MIN_BOX, else a median
+    bar; emulated series hatched, after a dashed line."""
+    xs, groups = positions(run, series)
+    rng = np.random.default_rng(7)  # fixed: the same journal draws the same figure
+    for x, s in zip(xs, series, strict=True):
+        vals = list(s.values)
+        if len(vals) >= MIN_BOX:
+            art = ax.boxplot([vals], positions=[x], widths=0.6, patch_artist=True,
+                             showfliers=False, manage_ticks=False,
+                             medianprops={"color": "black", "linewidth": 1.5})
+            for patch in art["boxes"]:
+                patch.set_facecolor(s.colour)
+                patch.set_alpha(0.6)
+                if s.emulated:
+                    patch.set_hatch(EMULATED_HATCH)
+        elif vals:
+            ax.hlines(float(np.median(vals)), x - 0.3, x + 0.3, colors="black", linewidth=2,
+                      zorder=4)
+        jitter = rng.uniform(-0.16, 0.16, size=len(vals)) if len(vals) > 1 else [0.0]
+        ax.scatter([x + j for j in jitter], vals, s=14, color=s.colour, edgecolors="black",
+                   linewidths=0.4, zorder=5, marker="s" if s.emulated else "o")
+    ax.set_xticks(xs, [tick_label(run, s) for s in series], rotation=35, ha="right",
+                  fontsize=7)
+    ax.set_xlim(min(xs, default=0) - 0.7, max(xs, default=0) + 0.7)
+    ax.margins(y=0.12)  # room for the group names at the top
+    if scale == "log":
+        log_axis(ax)
+    ax.set_ylabel(ylabel + (", log scale" if scale == "log" else ""), fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    _legend_emulated(ax, cells)
-    return used_log
+    for x0, x1, name, emulated in groups:
+        if emulated:
+            ax.axvline(x0 - 0.9, color="grey", linestyle="--", linewidth=1)
+        text = " · ".join(t for t in (name, "emulated (TCG)" if emulated else "") if t)
+        if text:
+            ax.text((x0 + x1) / 2, 0.99, text, transform=ax.get_xaxis_transform(),
+                    ha="center", va="top", fontsize=7, color="dimgray")
 
 
-def _save(fig: Any, path: Path) -> None:
+def legend_emulated(fig: Any, series: Sequence[Series]) -> None:
+    if any(s.emulated for s in series):
+        fig.legend(handles=[Patch(facecolor="white", edgecolor="black", hatch=EMULATED_HATCH,
+                                  label="emulated (TCG): not comparable with hardware")],
+                   loc="lower right", fontsize=7, frameon=False)
+
+
+def save(fig: Any, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=DPI, format="png")
     plt.close(fig)
 
 
-def _params_groups(run: RunData, bench: str, metric: str) -> list[stats.ParamsKey]:
-    return sorted({c.params for c in run.cells if c.bench == bench and c.metric == metric})
+def caption_for(run: RunData, bench: str, metrics: Sequence[str], unit: str, scale: str,
+                series: Sequence[Series]) -> str:
+    desc = envinfo.bench_description(bench)
+    what = ", ".join(nice_metric(m) for m in metrics)
+    dirs = {direction_text(run.direction(bench, m)) for m in metrics}
+    ns = [len(s.values) for s in series]
+    parts = [f"Measured: {what} ({unit or 'count'}; {', '.join(sorted(dirs))})"
+             + (f", by {desc}" if desc else "") + ".",
+             "Each point is one round; n under each name."]
+    if ns and max(ns) < MIN_BOX:
+        parts.append(f"Too few samples for a box (at most {max(ns)} per environment, a box "
+                     f"needs {MIN_BOX}): the points are all there is, the bar is the median.")
+    else:
+        parts.append(f"Box: quartiles and median where n ≥ {MIN_BOX}; otherwise a bar marks "
+                     "the median.")
+    parts.append(f"{'Log' if scale == 'log' else 'Linear'} scale on every panel.")
+    if any(s.emulated for s in series):
+        parts.append("Hatched, right of the dashed line: emulated (TCG), not comparable with "
+                     "hardware.")
+    if run.multi_host:
+        parts.append("Grouped by host.")
+    return " ".join(parts)
 
 
-def _bar_figure(run: RunData, outdir: Path, name: str, title: str, paper: str, bench: str,
-                metrics: Sequence[str], log: bool | None = None) -> Figure | None:
-    """One panel per metric (and per params where the metric has several)."""
-    panels: list[tuple[str, stats.ParamsKey]] = [
-        (m, p) for m in metrics for p in _params_groups(run, bench, m)]
+def bench_figures(run: RunData, outdir: Path, bench: str) -> list[Figure]:
+    title, paper, wanted = HINTS.get(bench, (bench.replace("_", " ").capitalize(), "", ()))
+    have = {c.metric for c in run.cells if c.bench == bench}
+    metrics = [m for m in wanted if m in have]
+    if not metrics:
+        head = run.headline(bench)
+        metrics = [head] if head else []
+    panels = [(m, pk) for m in metrics for pk in sorted(
+        {c.params for c in run.cells if c.bench == bench and c.metric == m}, key=_params_sort)]
     if not panels:
-        return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(5.5, 5.0 * len(panels)), 4.2),
-                             squeeze=False)
-    logs = []
-    for ax, (metric, pk) in zip(axes[0], panels, strict=True):
-        cells = run.cells_for(bench, metric, pk)
-        logs.append(_bars(ax, cells, log))
-        ax.set_title(metric + (f" ({stats.params_text(pk)})" if pk else ""), fontsize=10)
-    fig.suptitle(title)
-    path = outdir / f"{name}.png"
-    _save(fig, path)
-    caption = "Bars: median; whiskers: 95 % bootstrap interval of the median."
-    if any(logs):
-        caption += " Log scale" + (" where the envs span more than 30x." if log is None else ".")
-    return Figure(name, title, paper, path, caption)
-
-
-def startup_figure(run: RunData, outdir: Path) -> Figure | None:
-    cells = run.cells_for("startup", "startup_time", ())
-    if not cells:
-        return None
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(cells) + 2), 4.5))
-    box = ax.boxplot([list(c.values) for c in cells], patch_artist=True, showmeans=False,
-                     medianprops={"color": "black"})
-    for patch, c in zip(box["boxes"], cells, strict=True):
-        patch.set_facecolor(env_colour(c.env))
-        if "emulated" in c.flags:
-            patch.set_hatch(EMULATED_HATCH)
-    ax.set_xticks(range(1, len(cells) + 1), [c.env for c in cells], rotation=35, ha="right",
-                  fontsize=8)
-    used_log = _maybe_log(ax, [c.min for c in cells], [c.max for c in cells], None)
-    ax.set_ylabel(_ylabel("startup_time", cells[0].unit) + (", log scale" if used_log else ""))
-    ax.grid(axis="y", alpha=0.3)
-    _legend_emulated(ax, cells)
-    title = "Startup time distribution"
-    ax.set_title(title)
-    path = outdir / "startup.png"
-    _save(fig, path)
-    return Figure("startup", title, "startup time (box plot)", path,
-                  "Box: quartiles; line: median; whiskers: 1.5 IQR; points: outliers (kept).")
-
-
-def _percentiles(sample: dict[str, Any]) -> dict[float, float] | None:
-    pct = (sample.get("extra") or {}).get("percentiles")
-    if not isinstance(pct, dict):
-        return None
-    try:
-        return {float(k): float(v) for k, v in pct.items()}
-    except (TypeError, ValueError):
-        return None
-
-
-def median_round_sample(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The sample whose value is the cell's median (lower median for an even count), so that
-    a drawn distribution is one real round rather than a blend of rounds."""
-    ordered = sorted(samples, key=lambda s: float(s["value"]))
-    return ordered[(len(ordered) - 1) // 2]
-
-
-def _nearest(pct: dict[float, float], want: float) -> float:
-    return pct[min(pct, key=lambda k: abs(k - want))]
-
-
-def _disk_box(run: RunData, c: stats.CellStats) -> dict[str, Any]:
-    pct = _percentiles(median_round_sample(run.samples_for(c.env, c.bench, c.metric, c.params)))
-    if pct:
-        return {"med": _nearest(pct, 50), "q1": _nearest(pct, 25), "q3": _nearest(pct, 75),
-                "whislo": _nearest(pct, 5), "whishi": _nearest(pct, 95), "fliers": [],
-                "label": c.env}
-    # No per-I/O percentiles stored: fall back to the spread of round means.
-    return {"med": c.median, "q1": c.q1, "q3": c.q3, "whislo": c.min, "whishi": c.max,
-            "fliers": [], "label": c.env}
-
-
-def disk_figure(run: RunData, outdir: Path, pattern: str) -> Figure | None:
-    cells = [c for c in run.cells_for("disk", "latency")
-             if dict(c.params).get("pattern") == pattern]
-    if not cells:
-        return None
-    sizes = sorted({dict(c.params).get("bs", "") for c in cells}, key=_bs_bytes)
-    fig, axes = plt.subplots(1, len(sizes), figsize=(max(6.0, 4.2 * len(sizes)), 4.5),
-                             squeeze=False)
-    for ax, bs in zip(axes[0], sizes, strict=True):
-        here = [c for c in cells if dict(c.params).get("bs", "") == bs]
-        boxes = [_disk_box(run, c) for c in here]
-        art = ax.bxp(boxes, patch_artist=True, showfliers=False,
-                     medianprops={"color": "black"})
-        for patch, c in zip(art["boxes"], here, strict=True):
-            patch.set_facecolor(env_colour(c.env))
-            if "emulated" in c.flags:
-                patch.set_hatch(EMULATED_HATCH)
-        ax.set_xticks(range(1, len(here) + 1), [c.env for c in here], rotation=40,
-                      ha="right", fontsize=7)
-        used_log = _maybe_log(ax, [b["whislo"] for b in boxes], [b["whishi"] for b in boxes],
-                              None)
-        ax.set_ylabel(_ylabel("completion latency", here[0].unit)
-                      + (", log scale" if used_log else ""))
-        ax.set_title(f"bs={bs}", fontsize=10)
-        ax.grid(axis="y", alpha=0.3)
-        if bs == sizes[0]:
-            _legend_emulated(ax, cells)
-    title = f"Disk I/O latency, {pattern}"
-    fig.suptitle(title)
-    path = outdir / f"disk_{pattern}.png"
-    _save(fig, path)
-    return Figure(f"disk_{pattern}", title, f"fio {pattern} latency (box plots)", path,
-                  "Per-I/O completion latency of each cell's median round: whiskers p5/p95, "
-                  "box p25/p75, line p50.")
+        return []
+    splits: list[tuple[str, list[tuple[str, stats.ParamsKey]]]] = [("", panels)]
+    if len(panels) > MAX_PANELS and all(dict(pk).get(SPLIT_KEY) for _, pk in panels):
+        values = list(dict.fromkeys(dict(pk)[SPLIT_KEY] for _, pk in panels))
+        splits = [(v, [(m, pk) for m, pk in panels if dict(pk)[SPLIT_KEY] == v])
+                  for v in values]
+    out = []
+    for split, group in splits:
+        all_series = [series_for(run, run.cells_for(bench, m, pk)) for m, pk in group]
+        scale = scale_for([v for ss in all_series for s in ss for v in s.values])
+        # Two columns at most, so that a figure stays readable at the page's width.
+        ncols = min(len(group), 2)
+        nrows = math.ceil(len(group) / ncols)
+        width = max(6.0, ncols * (0.5 * max(len(ss) for ss in all_series) + 1.8))
+        fig, axes = plt.subplots(nrows, ncols, figsize=(min(width, 13.0), 4.2 * nrows),
+                                 squeeze=False)
+        for ax in axes.flat[len(group):]:
+            ax.set_visible(False)
+        for ax, (metric, pk), ss in zip(axes.flat, group, all_series, strict=False):
+            unit = next((c.unit for c in run.cells_for(bench, metric, pk)), "")
+            draw_distribution(ax, run, ss, scale, f"{nice_metric(metric)} ({unit or 'count'})")
+            rest = tuple((k, v) for k, v in pk if k != SPLIT_KEY or not split)
+            ax.set_title(nice_metric(metric) + (f" ({stats.params_text(rest)})" if rest
+                                                 else ""), fontsize=9)
+        flat = [s for ss in all_series for s in ss]
+        legend_emulated(fig, flat)
+        full_title = title + (f", {split}" if split else "")
+        fig.suptitle(full_title, fontsize=11)
+        name = bench + (f"_{re.sub(r'[^A-Za-z0-9_-]', '_', split)}" if split else "")
+        path = outdir / f"{name}.png"
+        save(fig, path)
+        unit = next((c.unit for c in run.cells_for(bench, group[0][0])), "")
+        out.append(Figure(name, full_title, paper, path,
+                          caption_for(run, bench, list(dict.fromkeys(m for m, _ in group)),
+                                      unit, scale, flat)))
+    return out
 
 
 def write_figures(run: RunData, outdir: Path) -> list[Figure]:
-    """Every figure the run has data for, in the paper's order."""
+    """Every figure the run has data for, benchmarks in the run's order."""
+    from sandbench.report import figures_extra
+
     outdir.mkdir(parents=True, exist_ok=True)
-    for old in outdir.glob("*.png"):  # figures/ is the report's own: drop figures of a past report
+    for old in outdir.glob("*.png"):  # figures/ is the report's own: drop a past report's
         old.unlink()
-    made: list[Figure | None] = [
-        startup_figure(run, outdir),
-        _bar_figure(run, outdir, "memory", "Memory footprint per sandbox", "memory footprint",
-                    "memory", ["private_dirty"], log=False),
-        _bar_figure(run, outdir, "memory_log", "Memory footprint per sandbox (log scale)",
-                    "memory footprint", "memory", ["private_dirty"], log=True),
-        _bar_figure(run, outdir, "syscall", "getpid() latency", "system call latency",
-                    "syscall", ["getpid_latency"]),
-        _bar_figure(run, outdir, "network", "TCP throughput, host to sandbox (iperf3)",
-                    "network throughput", "network", ["throughput"]),
-    ]
-    made += [disk_figure(run, outdir, p) for p in DISK_PATTERNS]
-    cpu_metric = "events_per_second" if _params_groups(run, "cpu", "events_per_second") \
-        else "events"
-    made += [
-        _bar_figure(run, outdir, "cpu", "CPU (sysbench primes)", "CPU events", "cpu",
-                    [cpu_metric]),
-        _bar_figure(run, outdir, "mysql", "MySQL (sysbench OLTP)", "MySQL throughput and "
-                    "latency", "mysql", ["tps", "latency_avg"]),
-        _bar_figure(run, outdir, "nginx", "Nginx static page (wrk)", "Nginx requests/s",
-                    "nginx", ["requests_per_second"]),
-    ]
-    return [f for f in made if f is not None]
+    made: list[Figure] = []
+    for bench in run.bench_order:
+        if bench not in OWN_FIGURES:
+            made += bench_figures(run, outdir, bench)
+    made += figures_extra.extra_figures(run, outdir)
+    return made

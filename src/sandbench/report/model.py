@@ -1,77 +1,89 @@
-"""A results directory loaded once for the report: metadata, cells, env order and colours."""
+"""Results directories loaded once for the report: metadata, cells, order and colours.
+
+One report may merge several results directories (several machines, or several runs of one
+machine). The host is then a dimension: every cell's env is labelled "env @ host", its ratio
+is taken against the baseline of the same host, and figures group by host.
+"""
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sandbench import results, stats
+from sandbench.errors import UsageError
+from sandbench.report import envinfo
 
-# Every env sandbench knows, in the order figures use when the plan does not say.
-KNOWN_ENVS: tuple[str, ...] = (
-    "host", "runc", "crun", "gvisor-ptrace", "gvisor-systrap", "gvisor-kvm", "docker",
-    "docker-gvisor-ptrace", "docker-gvisor-systrap", "docker-gvisor-kvm", "qemu-vm",
-    "qemu-microvm", "firecracker", "kata-qemu", "kata-fc",
-)
-
-# Fixed per env so that one env has the same colour in every figure and every run; related
-# envs share a hue family (gVisor oranges/reds, VMs blues, Kata greens).
-ENV_COLOURS: dict[str, str] = {
-    "host": "#4d4d4d",
-    "runc": "#8c564b",
-    "crun": "#c49c94",
-    "gvisor-ptrace": "#ff7f0e",
-    "gvisor-systrap": "#ffbb78",
-    "gvisor-kvm": "#d62728",
-    "docker": "#9467bd",
-    "docker-gvisor-ptrace": "#e377c2",
-    "docker-gvisor-systrap": "#f7b6d2",
-    "docker-gvisor-kvm": "#bcbd22",
-    "qemu-vm": "#1f77b4",
-    "qemu-microvm": "#aec7e8",
-    "firecracker": "#17becf",
-    "kata-qemu": "#2ca02c",
-    "kata-fc": "#98df8a",
+SEP = " @ "  # between env and host in a merged report's labels
+# Kept for callers that want the list of environment names sandbench knows.
+KNOWN_ENVS: tuple[str, ...] = envinfo.known_env_names()
+# For benchmarks whose module declares no `headline` metric: the paper's number for each.
+HEADLINE_HINTS: dict[str, str] = {
+    "startup": "startup_time", "memory": "private_dirty", "syscall": "getpid_latency",
+    "network": "throughput", "disk": "latency", "cpu": "events_per_second", "mysql": "tps",
+    "nginx": "requests_per_second", "density": "max_sandboxes",
+    "burst": "burst_start_time_p50",
 }
-# The paper's order, for benches the plan does not list.
-PAPER_BENCHES: tuple[str, ...] = (
-    "startup", "memory", "syscall", "network", "disk", "cpu", "mysql", "nginx")
-_SPARE = ("#7f7f7f", "#dbdb8d", "#9edae5", "#c5b0d5", "#ff9896", "#393b79", "#637939")
 
 
 def env_colour(env: str) -> str:
-    if env in ENV_COLOURS:
-        return ENV_COLOURS[env]
-    # Stable across runs (unlike hash()), so an unknown env keeps its colour too.
-    return _SPARE[sum(env.encode()) % len(_SPARE)]
+    """An environment's colour outside any run (the registry's family shade)."""
+    return envinfo.colours([env])[env]
 
 
-def order_envs(envs: set[str] | list[str], plan_envs: list[str]) -> list[str]:
-    """The plan's order, then any other env in KNOWN_ENVS order, then by name."""
-    present = set(envs)
-    ordered = [e for e in plan_envs if e in present]
-    ordered += [e for e in KNOWN_ENVS if e in present and e not in ordered]
-    ordered += sorted(present - set(ordered))
-    return ordered
+@dataclass
+class Source:
+    """One results directory of a report."""
+
+    directory: Path
+    meta: dict[str, Any]
+    host: str  # its label in a merged report
 
 
 @dataclass
 class RunData:
-    directory: Path
-    meta: dict[str, Any]
-    samples: list[dict[str, Any]]
+    directory: Path  # where the report goes
+    meta: dict[str, Any]  # the first source's
+    samples: list[dict[str, Any]]  # env renamed to its label; "_host" and "_source" added
     failures: list[dict[str, Any]]
     cells: list[stats.CellStats]
-    env_order: list[str]
+    env_order: list[str]  # labels, host by host
     baseline: str
     warnings: list[stats.StatWarning]
     groups: dict[stats.CellKey, list[dict[str, Any]]]
+    sources: list[Source] = field(default_factory=list)
+    cell_records: list[dict[str, Any]] = field(default_factory=list)
+    bench_order: list[str] = field(default_factory=list)
+    colour_of: dict[str, str] = field(default_factory=dict)  # by env name
+    label_env: dict[str, str] = field(default_factory=dict)
+    label_host: dict[str, str] = field(default_factory=dict)
+    host_samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # raw names
 
     @property
     def plan_envs(self) -> list[str]:
         return list(self.meta.get("plan", {}).get("envs", []))
+
+    @property
+    def hosts(self) -> list[str]:
+        return [s.host for s in self.sources]
+
+    @property
+    def multi_host(self) -> bool:
+        return len(self.sources) > 1
+
+    def env_of(self, label: str) -> str:
+        return self.label_env.get(label, label)
+
+    def host_of(self, label: str) -> str:
+        return self.label_host.get(label, self.hosts[0] if self.sources else "")
+
+    def colour(self, label: str) -> str:
+        env = self.env_of(label)
+        return self.colour_of.get(env) or env_colour(env)
 
     def env_rank(self, env: str) -> int:
         return self.env_order.index(env) if env in self.env_order else len(self.env_order)
@@ -87,35 +99,154 @@ class RunData:
                     params: stats.ParamsKey) -> list[dict[str, Any]]:
         return self.groups.get((env, bench, metric, params), [])
 
+    def baseline_label(self, host: str) -> str:
+        return self.baseline + SEP + host if self.multi_host else self.baseline
+
     @property
     def baseline_measured(self) -> bool:
-        return any(c.env == self.baseline for c in self.cells)
+        return any(self.env_of(c.env) == self.baseline for c in self.cells)
+
+    def emulated(self, label: str) -> bool:
+        return any("emulated" in c.flags for c in self.cells if c.env == label)
+
+    def source_dir(self, sample: dict[str, Any]) -> Path:
+        i = int(sample.get("_source", 0))
+        return self.sources[i].directory if self.sources else self.directory
+
+    def headline(self, bench: str) -> str | None:
+        """The metric that stands for the benchmark in the summary."""
+        metrics = list(dict.fromkeys(c.metric for c in self.cells if c.bench == bench))
+        declared = [h for n, _, h in envinfo.registry_benches() if n == bench and h]
+        for want in (*declared, HEADLINE_HINTS.get(bench)):
+            if want in metrics:
+                return want
+        kinds = {str(s.get("metric")): str(s.get("kind") or "") for s in self.samples
+                 if s.get("bench") == bench}
+        useful = [m for m in metrics if kinds.get(m) != "count"
+                  and m not in stats.EVENT_COUNTS]
+        return (useful or metrics)[0] if metrics else None
+
+    def direction(self, bench: str, metric: str) -> str | None:
+        """"higher" or "lower" as journaled; None for journals older than directions."""
+        for s in self.samples:
+            if s.get("bench") == bench and s.get("metric") == metric:
+                d = s.get("direction")
+                return str(d) if d in results.DIRECTIONS else None
+        return None
 
 
-def load_run(directory: Path, baseline: str = "host") -> RunData:
-    meta = results.read_meta(directory)
-    samples = [s for s in results.read_samples(directory)
-               if isinstance(s.get("value"), int | float) and math.isfinite(float(s["value"]))]
-    failures = results.read_failures(directory)
-    cells = stats.summarize(samples, baseline=baseline)
-    plan_envs = list(meta.get("plan", {}).get("envs", []))
-    envs = {c.env for c in cells} | {str(f.get("env")) for f in failures}
-    order = order_envs(envs | set(plan_envs), plan_envs)
-    benches = order_envs({c.bench for c in cells},  # same rule: plan order, then known order
-                         [*meta.get("plan", {}).get("benches", []), *PAPER_BENCHES])
+def host_labels(metas: Sequence[dict[str, Any]], dirs: Sequence[Path]) -> list[str]:
+    """The machine's hostname; where two runs share one, its directory's name as well."""
+    names = [str(m.get("host", {}).get("hostname") or d.name) for m, d in zip(metas, dirs,
+                                                                          strict=True)]
+    out = [n if names.count(n) == 1 else f"{n}:{d.name}" for n, d in zip(names, dirs,
+                                                                          strict=True)]
+    # Two directories of one name on one host: number them.
+    return [o if out.count(o) == 1 else f"{o}#{i + 1}" for i, o in enumerate(out)]
+
+
+def param_differences(metas: Sequence[dict[str, Any]], labels: Sequence[str]) -> list[str]:
+    """"bench.param (host1: v1, host2: v2)" for every benchmark parameter the runs differ in."""
+    plans = [m.get("plan", {}).get("params", {}) or {} for m in metas]
+    benches = sorted({b for p in plans for b in p})
+    diffs = []
+    for b in benches:
+        keys = sorted({k for p in plans for k in (p.get(b) or {})})
+        if not all(b in p for p in plans):
+            keys = keys or ["(benchmark absent)"]
+        for k in keys:
+            vals = [json.dumps((p.get(b) or {}).get(k), sort_keys=True) if b in p else "absent"
+                    for p in plans]
+            if len(set(vals)) > 1:
+                diffs.append(f"{b}.{k} (" + ", ".join(
+                    f"{h}: {v}" for h, v in zip(labels, vals, strict=True)) + ")")
+    return diffs
+
+
+def _fold(records: list[dict[str, Any]], label_of: dict[str, str], host: str,
+          i: int) -> list[dict[str, Any]]:
+    out = []
+    for r in records:
+        env = str(r.get("env"))
+        label_of.setdefault(env, env)
+        out.append({**r, "env": label_of[env], "_host": host, "_source": i})
+    return out
+
+
+def load_runs(directories: Sequence[Path], baseline: str = "host", out: Path | None = None,
+              force: bool = False) -> RunData:
+    """Load one or several results directories into one RunData. Runs with different
+    benchmark parameters are not merged unless `force`: their numbers measure other things."""
+    dirs = [Path(d) for d in directories]
+    if not dirs:
+        raise UsageError("no results directory given")
+    metas = [results.read_meta(d) for d in dirs]
+    hosts = host_labels(metas, dirs) if len(dirs) > 1 else [
+        str(metas[0].get("host", {}).get("hostname") or dirs[0].name)]
+    if len(dirs) > 1 and not force:
+        diffs = param_differences(metas, hosts)
+        if diffs:
+            raise UsageError("these runs differ in benchmark parameters: " + "; ".join(diffs)
+                             + "; pass --force to merge them anyway")
+    multi = len(dirs) > 1
+    samples: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
+    cell_records: list[dict[str, Any]] = []
+    cells: list[stats.CellStats] = []
+    label_env: dict[str, str] = {}
+    label_host: dict[str, str] = {}
+    host_samples: dict[str, list[dict[str, Any]]] = {}
+    sources = []
+    all_envs: list[str] = []
+    for i, (d, m, h) in enumerate(zip(dirs, metas, hosts, strict=True)):
+        sources.append(Source(d, m, h))
+        records = list(results.read_records(d))
+        raw = [r for r in records if r.get("type") == "sample"
+               and isinstance(r.get("value"), int | float) and math.isfinite(float(r["value"]))]
+        envs = ({str(r.get("env")) for r in records if r.get("type") in ("sample", "failure")}
+                | set(m.get("plan", {}).get("envs", [])))
+        label_of = {e: (e + SEP + h if multi else e) for e in envs}
+        for e, lab in label_of.items():
+            label_env[lab], label_host[lab] = e, h
+        all_envs += [e for e in envs if e not in all_envs]
+        host_samples[h] = [{**r, "_source": i} for r in raw]
+        mine = _fold(raw, label_of, h, i)
+        samples += mine
+        failures += _fold([r for r in records if r.get("type") == "failure"], label_of, h, i)
+        cell_records += _fold([r for r in records if r.get("type") == "cell"], label_of, h, i)
+        cells += stats.summarize(mine, baseline=label_of.get(baseline, baseline))
+    plan_envs = [e for m in metas for e in m.get("plan", {}).get("envs", [])]
+    env_names = envinfo.order(all_envs, plan_envs)
+    order = [lab for h in hosts for e in env_names
+             for lab in [e + SEP + h if multi else e] if lab in label_env]
+    benches = envinfo.bench_order({c.bench for c in cells},
+                                  [b for m in metas for b in m.get("plan", {}).get("benches", [])])
     cells.sort(key=lambda c: (benches.index(c.bench), c.metric, c.params,
                               order.index(c.env) if c.env in order else len(order)))
     warns = stats.warnings_for(cells)
-    host = meta.get("host", {})
-    if host.get("virtualized"):
-        hv = host.get("hypervisor") or "a hypervisor"
-        warns.insert(0, stats.StatWarning(
-            "nested-virt", "host", f"the host itself runs under {hv}",
-            "VM-based environments run nested and container numbers include the outer "
-            "hypervisor; compare with the paper's bare-metal figures with care"))
-    return RunData(directory=directory, meta=meta, samples=samples, failures=failures,
-                   cells=cells, env_order=order, baseline=baseline, warnings=warns,
-                   groups=stats.group_samples(samples))
+    for src in sources:
+        host = src.meta.get("host", {})
+        if host.get("virtualized"):
+            hv = host.get("hypervisor") or "a hypervisor"
+            warns.insert(0, stats.StatWarning(
+                "nested-virt", src.host if multi else "host",
+                f"the host itself runs under {hv}",
+                "VM-based environments run nested and container numbers include the outer "
+                "hypervisor; compare with the paper's bare-metal figures with care"))
+    facts: dict[str, dict[str, Any]] = {}
+    for m in metas:
+        for e, f in (m.get("environments") or {}).items():
+            facts.setdefault(e, f or {})
+    return RunData(
+        directory=Path(out) if out is not None else dirs[0], meta=metas[0], samples=samples,
+        failures=failures, cells=cells, env_order=order, baseline=baseline, warnings=warns,
+        groups=stats.group_samples(samples), sources=sources, cell_records=cell_records,
+        bench_order=benches, colour_of=envinfo.colours(env_names, facts),
+        label_env=label_env, label_host=label_host, host_samples=host_samples)
+
+
+def load_run(directory: Path, baseline: str = "host") -> RunData:
+    return load_runs([directory], baseline=baseline)
 
 
 def fmt(x: float | None, digits: int = 3) -> str:

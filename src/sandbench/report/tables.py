@@ -10,9 +10,9 @@ from typing import Any
 from sandbench import stats
 from sandbench.report.model import RunData, fmt
 
-CSV_FIELDS = ("env", "bench", "metric", "params", "unit", "n", "median", "mean", "stdev", "cov",
-              "min", "max", "q1", "q3", "ci_low", "ci_high", "ratio_to_baseline", "ratio_low",
-              "ratio_high", "flags")
+CSV_FIELDS = ("env", "host", "bench", "metric", "params", "unit", "n", "median", "mean",
+              "stdev", "cov", "min", "max", "q1", "q3", "ci_low", "ci_high",
+              "ratio_to_baseline", "ratio_low", "ratio_high", "flags")
 
 
 def _csv_num(x: float | None) -> str:
@@ -25,7 +25,8 @@ def write_summary_csv(run: RunData, path: Path) -> None:
         w = csv.writer(fh)
         w.writerow(CSV_FIELDS)
         for c in run.cells:
-            w.writerow([c.env, c.bench, c.metric, stats.params_text(c.params), c.unit, c.n,
+            w.writerow([run.env_of(c.env), run.host_of(c.env), c.bench, c.metric,
+                        stats.params_text(c.params), c.unit, c.n,
                         _csv_num(c.median), _csv_num(c.mean), _csv_num(c.stdev),
                         _csv_num(c.cov), _csv_num(c.min), _csv_num(c.max), _csv_num(c.q1),
                         _csv_num(c.q3), _csv_num(c.ci_low), _csv_num(c.ci_high),
@@ -33,9 +34,22 @@ def write_summary_csv(run: RunData, path: Path) -> None:
                         " ".join(c.flags)])
 
 
+def stop_reasons(run: RunData) -> dict[tuple[str, str], str]:
+    """(env label, bench) -> "rounds, stop reason[, ±half-width]" from the journal's cell
+    records (adaptive rounds); empty for journals without them."""
+    out = {}
+    for r in run.cell_records:
+        hw = r.get("rel_halfwidth")
+        out[(str(r.get("env")), str(r.get("bench")))] = (
+            f"{r.get('rounds', '?')} rounds, {r.get('stop_reason', '?')}"
+            + (f", ±{float(hw):.1%}" if isinstance(hw, int | float) else ""))
+    return out
+
+
 def summary_rows(run: RunData) -> list[dict[str, str]]:
     """Rounded for people: median with its interval, CoV and the ratio to the baseline."""
     rows = []
+    stops = stop_reasons(run)
     for c in run.cells:
         ratio = "n/a" if c.ratio is None else (
             f"{fmt(c.ratio)} [{fmt(c.ratio_low)}, {fmt(c.ratio_high)}]")
@@ -44,34 +58,58 @@ def summary_rows(run: RunData) -> list[dict[str, str]]:
             "params": stats.params_text(c.params), "unit": c.unit, "n": str(c.n),
             "median": fmt(c.median), "ci": f"[{fmt(c.ci_low)}, {fmt(c.ci_high)}]",
             "cov": "n/a" if not math.isfinite(c.cov) else f"{c.cov:.1%}",
-            "ratio": ratio, "flags": " ".join(c.flags)})
+            "ratio": ratio, "flags": " ".join(c.flags),
+            "stop": stops.get((c.env, c.bench), "")})
     return rows
 
 
 def host_rows(meta: dict[str, Any]) -> list[tuple[str, str]]:
     host = meta.get("host", {})
-    return [(str(k), _text(v)) for k, v in host.items()]
+    return [(str(k), text(v)) for k, v in host.items()]
+
+
+def _kv(d: Any) -> str:
+    if not isinstance(d, dict):
+        return text(d)
+    return ", ".join(f"{k}={text(v)}" for k, v in d.items())
+
+
+def requested_resources(run: RunData) -> str:
+    """The run-wide limits asked for, per host where they differ; "" when none recorded."""
+    seen = []
+    for s in run.sources:
+        req = (s.meta.get("resources") or {}).get("requested")
+        if isinstance(req, dict):
+            cpus, mem = req.get("cpus"), req.get("memory_mib")
+            seen.append(f"{'unlimited' if cpus is None else f'{cpus:g}'} CPUs, "
+                        f"{'unlimited' if mem is None else f'{mem} MiB'} memory"
+                        + (f" ({s.host})" if run.multi_host else ""))
+    return "; ".join(dict.fromkeys(seen))
 
 
 def env_rows(run: RunData) -> list[dict[str, str]]:
-    envs = run.meta.get("environments", {})
+    """Each environment's facts and the resources it got, per host in a merged report."""
     out = []
-    for env in run.env_order:
+    for label in run.env_order:
+        env = run.env_of(label)
+        src = next((s for s in run.sources if s.host == run.host_of(label)), None)
+        meta = src.meta if src else run.meta
+        envs = meta.get("environments", {}) or {}
         if env not in envs:
             continue
-        facts = envs[env] or {}
-        out.append({"env": env,
-                    "facts": ", ".join(f"{k}={_text(v)}" for k, v in facts.items())})
+        res = ((meta.get("resources") or {}).get("by_env") or {}).get(env)
+        out.append({"env": label, "colour": run.colour(label), "facts": _kv(envs[env] or {}),
+                    "resources": "" if res is None else _kv(res)})
     return out
 
 
-def _text(v: Any) -> str:
+def text(v: Any) -> str:
     if v is None:
         return "-"
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, list | tuple):
-        return ", ".join(_text(x) for x in v)
+        return ", ".join(text(x) for x in v)
     return str(v)
 
 
@@ -82,3 +120,38 @@ def failure_rows(run: RunData) -> list[dict[str, str]]:
              "error": str(f.get("error", "")).strip().splitlines()[-1][:300]
              if str(f.get("error", "")).strip() else ""}
             for f in run.failures]
+
+
+def density_rows(run: RunData) -> list[dict[str, str]]:
+    """Why each density ramp stopped: one row per max_sandboxes sample."""
+    rows = []
+    for s in run.samples:
+        if s.get("bench") != "density" or s.get("metric") != "max_sandboxes":
+            continue
+        extra = s.get("extra") or {}
+        rows.append({"env": str(s["env"]), "round": str(s.get("round")),
+                     "max": fmt(float(s["value"])), "stop_reason": text(extra.get("stop_reason")),
+                     "knob": text(extra.get("knob")),
+                     "duration": fmt(extra.get("duration_s")) + " s"
+                     if isinstance(extra.get("duration_s"), int | float) else "-"})
+    return rows
+
+
+# Published numbers to read beside a density or burst run: other hardware, other methods,
+# so they are never scored, only shown with where they come from.
+PUBLISHED: tuple[dict[str, str], ...] = (
+    {"source": "kubernetes-sigs/agent-sandbox", "hardware": "8 vCPU, 32 GB node",
+     "method": "most pods stable on one node",
+     "figure": "gVisor 80, kata-qemu 20, kata-clh 40 pods"},
+    {"source": "idlab-discover/benchmark-containerd-runtimes", "hardware": "as published",
+     "method": "memory per container from MemAvailable over 50 containers",
+     "figure": "runc 5.5 MB, gVisor systrap 22.6 MB, Kata 115-157 MB"},
+    {"source": "idlab-discover/benchmark-containerd-runtimes", "hardware": "as published",
+     "method": "start to network callback",
+     "figure": "runc 196 ms, gVisor systrap 572 ms"},
+    {"source": "Firecracker, NSDI '20", "hardware": "bare-metal host, as published",
+     "method": "50 microVMs started at once; microVMs per host",
+     "figure": "p99 boot 146 ms; 1,000 microVMs per host"},
+    {"source": "Firecracker specification", "hardware": "-",
+     "method": "design targets", "figure": "at most 5 MiB VMM overhead, 125 ms to init"},
+)

@@ -1,0 +1,111 @@
+"""Environment and benchmark names, families, order and colours for the report.
+
+Taken from the registries (sandbench.environments.registry, sandbench.benchmarks.registry) and
+the run's own facts, so that an environment or benchmark added there appears in the report
+without a change here; one the registry has never heard of still gets a colour of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from functools import cache
+from typing import Any
+
+# Related environments share a hue family, so a figure reads by family at a glance:
+# containers brown/purple, gVisor orange/red/pink, VMs blue/teal/green.
+FAMILY_SHADES: dict[str, tuple[str, ...]] = {
+    "host": ("#4d4d4d",),
+    "container": ("#8c564b", "#c49c94", "#9467bd", "#c5b0d5", "#7b4173"),
+    "gvisor": ("#ff7f0e", "#ffbb78", "#d62728", "#e377c2", "#f7b6d2", "#bcbd22"),
+    "vm": ("#1f77b4", "#aec7e8", "#17becf", "#2ca02c", "#98df8a", "#393b79"),
+}
+# For environments the registry does not list (or a family with more members than shades):
+# none of these is a family shade, so a newcomer never looks like a known environment.
+SPARE: tuple[str, ...] = ("#7f7f7f", "#637939", "#8c6d31", "#843c39", "#9edae5", "#dbdb8d",
+                          "#5254a3", "#e7969c", "#6b6ecf", "#b5cf6b")
+
+
+@cache
+def registry_envs() -> tuple[tuple[str, str], ...]:
+    """(name, family) of every registered environment, in the registry's order."""
+    from sandbench.environments.registry import all_environments
+
+    return tuple((e.name, str(getattr(e, "family", "container"))) for e in all_environments())
+
+
+@cache
+def registry_benches() -> tuple[tuple[str, str, str | None], ...]:
+    """(name, description, headline metric or None) of every registered benchmark."""
+    from sandbench.benchmarks.registry import all_benchmarks
+
+    return tuple((b.name, str(getattr(b, "description", "") or ""),
+                  getattr(b, "headline", None)) for b in all_benchmarks())
+
+
+def known_env_names() -> tuple[str, ...]:
+    return tuple(n for n, _ in registry_envs())
+
+
+def bench_description(bench: str) -> str:
+    for name, desc, _ in registry_benches():
+        if name == bench:
+            return desc
+    return ""
+
+
+def family_of(env: str, facts: Mapping[str, Any] | None = None) -> str:
+    for name, fam in registry_envs():
+        if name == env:
+            return fam
+    if facts and isinstance(facts.get("family"), str):
+        return str(facts["family"])
+    return "other"
+
+
+def order(names: Iterable[str], *preferred: Iterable[str]) -> list[str]:
+    """The preferred lists' order (a run's plan), then the registry's, then by name."""
+    present = set(names)
+    out: list[str] = []
+    for seq in (*preferred, known_env_names()):
+        out += [n for n in seq if n in present and n not in out]
+    return out + sorted(present - set(out))
+
+
+def bench_order(names: Iterable[str], *preferred: Iterable[str]) -> list[str]:
+    present = set(names)
+    out: list[str] = []
+    for seq in (*preferred, [n for n, _, _ in registry_benches()]):
+        out += [n for n in seq if n in present and n not in out]
+    return out + sorted(present - set(out))
+
+
+def colours(envs: Iterable[str], facts: Mapping[str, Mapping[str, Any]] | None = None
+            ) -> dict[str, str]:
+    """A colour per environment. A registered one gets its family's shade by its rank in the
+    family (the same in every run); others get spare colours no other environment of this
+    report uses, in name order, so two environments never share a colour."""
+    facts = facts or {}
+    out: dict[str, str] = {}
+    rank: dict[str, int] = {}
+    for name, fam in registry_envs():
+        shades = FAMILY_SHADES.get(fam, ())
+        i = rank.get(fam, 0)
+        rank[fam] = i + 1
+        if i < len(shades):
+            out[name] = shades[i]
+    wanted = list(dict.fromkeys(envs))
+    spare = [c for c in SPARE if c not in {out[e] for e in wanted if e in out}]
+    result: dict[str, str] = {}
+    extra_i = 0
+    for env in sorted(wanted):
+        if env in out:
+            result[env] = out[env]
+            continue
+        fam_shades = FAMILY_SHADES.get(family_of(env, facts.get(env)), ())
+        free = [c for c in fam_shades if c not in out.values() and c not in result.values()]
+        if free:
+            result[env] = free[0]
+        else:
+            result[env] = spare[extra_i % len(spare)] if spare else SPARE[extra_i % len(SPARE)]
+            extra_i += 1
+    return {e: result[e] for e in wanted}
