@@ -163,3 +163,115 @@ def test_kata_unavailable_reason(variant: kata.KataVariant) -> None:
         assert not av.ok and kata.SHIM in av.reason and "not installed" in av.reason
     facts = env.facts()
     assert facts["runtime"] == "io.containerd.kata.v2" and facts["hypervisor"] == variant.hypervisor
+
+
+# -- the Firecracker driver against a stand-in for its API ---------------------------------------
+#: Serves Firecracker's API on --api-sock and records each request (method, path, body) as a
+#: JSON line in the file named by FC_RECORD; it boots nothing, so only launch/freeze/stop can
+#: be checked with it: what the driver sends, and when it marks the start "created".
+STAND_IN = r'''#!/usr/bin/env python3
+import json, os, socketserver, sys
+from http.server import BaseHTTPRequestHandler
+sock = sys.argv[sys.argv.index("--api-sock") + 1]
+class H(BaseHTTPRequestHandler):
+    def _any(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(n)) if n else None
+        with open(os.environ["FC_RECORD"], "a") as f:
+            f.write(json.dumps([self.command, self.path, body]) + "\n")
+        bad = self.path == "/drives/bad"
+        code = 400 if bad else (200 if self.command == "GET" else 204)
+        self.send_response(code)
+        out = b'{"fault_message": "bad drive"}' if bad else (b"" if code == 204 else b"{}")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+    do_GET = do_PUT = do_PATCH = _any
+    def address_string(self):
+        return "api"
+class S(socketserver.UnixStreamServer):
+    pass
+S(sock, H).serve_forever()
+'''
+
+
+def test_firecracker_api_error_carries_the_fault(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from sandbench.errors import SandboxError
+    from sandbench.vm.fc_api import FirecrackerApi
+
+    exe = tmp_path / "fc"
+    exe.write_text(STAND_IN)
+    exe.chmod(0o755)
+    sock = tmp_path / "api.sock"
+    p = subprocess.Popen([str(exe), "--api-sock", str(sock)],
+                         env={**os.environ, "FC_RECORD": str(tmp_path / "rec")})  # fmt: skip
+    try:
+        api = FirecrackerApi(sock)
+        api.wait(10, lambda: p.poll() is None)
+        api.call("PUT", "/vsock", {"guest_cid": 3, "uds_path": "/x"})
+        with pytest.raises(SandboxError) as e:
+            api.call("PUT", "/drives/bad", {"drive_id": "bad"})
+        assert "HTTP 400" in str(e.value) and "bad drive" in str(e.value)
+        assert e.value.evidence["exit_status"] == 400
+    finally:
+        p.kill()
+        p.wait(5)
+    rec = [json.loads(x) for x in (tmp_path / "rec").read_text().splitlines()]
+    assert ["PUT", "/vsock", {"guest_cid": 3, "uds_path": "/x"}] in rec
+
+
+@pytest.mark.runtime
+def test_firecracker_driver_configures_over_the_api(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Needs root (a tap) and the QEMU guest kernel cache (the initramfs); run under the lock."""
+    import os
+
+    from sandbench.environments.base import SandboxSpec
+
+    if os.geteuid() != 0 or not Path("/dev/net/tun").exists():
+        pytest.skip("needs root and /dev/net/tun for the VM's tap")
+    exe = tmp_path / "firecracker"
+    exe.write_text(STAND_IN)
+    exe.chmod(0o755)
+    (tmp_path / "vmlinux").write_bytes(b"\0")
+    rec = tmp_path / "rec"
+    monkeypatch.setenv("SANDBENCH_FIRECRACKER", str(exe))
+    monkeypatch.setenv("SANDBENCH_FC_KERNEL", str(tmp_path / "vmlinux"))
+    monkeypatch.setenv("FC_RECORD", str(rec))
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    env = firecracker.FirecrackerEnvironment()
+    spec = SandboxSpec(volume=vol, volume_size_mib=64, limits=Limits(cpus=1.5, memory_mib=384))
+    with env.prepare(spec) as sb:
+        assert isinstance(sb, firecracker.FirecrackerSandbox)
+        sb.launch()
+        calls = [json.loads(x) for x in rec.read_text().splitlines()]
+        urls = [(m, u) for m, u, _ in calls]
+        assert urls[0] == ("GET", "/")
+        assert urls[1:] == [("PUT", "/boot-source"), ("PUT", "/machine-config"),
+                            ("PUT", "/drives/data"), ("PUT", "/network-interfaces/eth0"),
+                            ("PUT", "/vsock"), ("PUT", "/actions")]  # fmt: skip
+        body = dict(((m, u), b) for m, u, b in calls)
+        assert body[("PUT", "/machine-config")]["vcpu_count"] == 2
+        assert body[("PUT", "/machine-config")]["mem_size_mib"] == 384
+        drive = body[("PUT", "/drives/data")]
+        assert Path(drive["path_on_host"]).parent == vol and Path(drive["path_on_host"]).exists()
+        args = body[("PUT", "/boot-source")]["boot_args"].split()
+        assert "sandbench.data=vda" in args and "sandbench.vsock=52" in args
+        assert body[("PUT", "/actions")] == {"action_type": "InstanceStart"}
+        # "created" is marked once the machine is configured, before InstanceStart returns.
+        assert "created" in sb.marks and sb.volume_kind == "virtio-disk" and not sb.direct_io
+        sb.freeze()
+        sb.thaw()
+        tail = [json.loads(x) for x in rec.read_text().splitlines()][-2:]
+        assert tail == [["PATCH", "/vm", {"state": "Paused"}],
+                        ["PATCH", "/vm", {"state": "Resumed"}]]  # fmt: skip
+        disk_file, d = Path(drive["path_on_host"]), sb.dir
+    assert sb.proc is not None and sb.proc.poll() is not None
+    assert not disk_file.exists() and not d.exists()
+    assert not Path(f"/sys/class/net/{sb.name}h").exists()
+    assert not any(sb.name in x.ident for x in env.leftovers())
