@@ -20,7 +20,6 @@ from sandbench import paths
 from sandbench.environments.base import SandboxSpec
 from sandbench.environments.qemu import (
     MACHINES,
-    MICROVM_TIMER_ARGS,
     QemuEnvironment,
     QemuSandbox,
     parse_systemd_analyze,
@@ -28,6 +27,7 @@ from sandbench.environments.qemu import (
 from sandbench.errors import StepTimeout
 from sandbench.vm import agent_client, initramfs
 from sandbench.vm.agent_client import AgentClient, decode_reply, encode_argv, encode_request
+from sandbench.vm.kvm import MICROVM_TIMER_ARGS
 from tests.conftest import env_or_skip, run_cli
 
 
