@@ -12,9 +12,7 @@ import errno
 import json
 import math
 import os
-import statistics
 import sys
-from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -295,7 +293,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         return _internal_error(out, e)
     except Exception as e:  # noqa: BLE001 - one line, the journal kept, the way back given
         return _internal_error(out, e)
-    print_summary(out, console)
+    print_summary(out, console, args.baseline or "host")
     if not args.no_report:
         _report(out, args.baseline, console)
     console.print(f"results directory: {out}")
@@ -380,32 +378,17 @@ def _report(out: Path, baseline: str | None, console: Console) -> None:
     console.print(f"report: {path}")
 
 
-def print_summary(out: Path, console: Console) -> None:
-    from sandbench.results import read_failures, read_meta, read_samples
+def print_summary(out: Path, console: Console, baseline: str = "host") -> None:
+    """Medians per environment and metric, with the ratio to the baseline marked only where
+    the one significance function (stats.difference) finds a real difference."""
+    from sandbench.results import read_failures
+    from sandbench.summary import summary_table
 
-    meta = read_meta(out)
-    envs: list[str] = meta["plan"]["envs"]
-    cells: dict[tuple[str, str, str, str], dict[str, list[float]]] = defaultdict(
-        lambda: defaultdict(list)
-    )
-    for s in read_samples(out):
-        params = ",".join(f"{k}={v}" for k, v in sorted(s["params"].items()))
-        cells[(s["bench"], s["metric"], params, s["unit"])][s["env"]].append(s["value"])
-    table = Table(title=f"medians ({meta['profile']} profile)")
-    table.add_column("benchmark / metric")
-    for e in envs:
-        table.add_column(e, justify="right")
-    for (bench, metric, params, unit), by_env in cells.items():
-        label = f"{bench} {metric}{' ' + params if params else ''} ({unit})"
-        row = [label]
-        for e in envs:
-            vals = by_env.get(e)
-            row.append(f"{statistics.median(vals):.4g}" if vals else "-")
-        table.add_row(*row)
-    console.print(table)
+    console.print(summary_table(out, baseline))
     failures = read_failures(out)
     if failures:
-        console.print(f"[red]{len(failures)} failed cell(s); see results.jsonl")
+        console.print(f"[red]{len(failures)} failed cell(s); see results.jsonl (each with its "
+                      "evidence: command, exit status, output tails)")
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
