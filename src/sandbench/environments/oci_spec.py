@@ -58,7 +58,10 @@ def build(
     limits: Limits,
     volume: Path | None,
     hostname: str,
+    seccomp: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """config.json for one sandbox; `seccomp` is a resolved linux.seccomp object (see
+    sandbench.seccomp) or None for no filter."""
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc"},
         {
@@ -125,6 +128,8 @@ def build(
     }
     if cgroups_path is not None:
         linux["cgroupsPath"] = cgroups_path
+    if seccomp is not None:
+        linux["seccomp"] = seccomp
     # Raising the hard limit needs CAP_SYS_RESOURCE, which a root in a container may lack.
     nofile = min(65536, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
     return {
