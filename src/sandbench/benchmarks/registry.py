@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from sandbench.benchmarks.base import Benchmark
+from sandbench.benchmarks.burst import Burst
 from sandbench.benchmarks.cpu import Cpu
+from sandbench.benchmarks.density import Density
 from sandbench.benchmarks.disk import Disk
 from sandbench.benchmarks.memory import Memory
 from sandbench.benchmarks.mysql import Mysql
@@ -16,6 +18,7 @@ from sandbench.benchmarks.syscall import Syscall
 def all_benchmarks() -> list[Benchmark]:
     benches: list[Benchmark] = [Startup(), Memory(), Syscall(), Network(), Disk(), Cpu()]
     benches += [Mysql(), Nginx()]
+    benches += [Density(), Burst()]  # default = False: only when named (--bench)
     names = [b.name for b in benches]
     if len(set(names)) != len(names):
         raise RuntimeError(f"benchmark names registered twice: {names}")

@@ -1,0 +1,138 @@
+"""Many sandboxes of one environment: a start timed until the network is up (as in
+`startup`: the probe, the sandbox's first process, connects to a listener on the host side of
+its link, then stays idle), a parallel and complete teardown, and percentiles."""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from sandbench.benchmarks.base import RunContext
+from sandbench.environments.base import Environment, Sandbox
+from sandbench.errors import SandboxError, StepTimeout
+
+
+@dataclass
+class Probed:
+    """A prepared sandbox with its listener, then the times of its start (perf_counter_ns)."""
+
+    sb: Sandbox
+    listener: socket.socket
+    t_prepare: int = 0
+    t_launch: int = 0
+    t_up: int = 0
+    message: str = ""
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def prepare_s(self) -> float:
+        return (self.t_launch - self.t_prepare) / 1e9
+
+    @property
+    def up_s(self) -> float:
+        """Launch command until the probe connected."""
+        return (self.t_up - self.t_launch) / 1e9
+
+    @property
+    def total_s(self) -> float:
+        """Prepare (namespace, bundle) until the probe connected."""
+        return (self.t_up - self.t_prepare) / 1e9
+
+
+def prepare(env: Environment, ctx: RunContext, bench: str) -> Probed:
+    """Prepare a sandbox and a listener on the host side of its link."""
+    t0 = time.perf_counter_ns()
+    spec = ctx.spec(image="minimal", log=ctx.log_path(env.name, bench, "console.log"))
+    sb = env.prepare(spec)
+    try:
+        ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            ls.bind((sb.host_address, 0))
+            ls.listen(1)
+        except BaseException:
+            ls.close()
+            raise
+    except BaseException:
+        sb.stop()
+        raise
+    p = Probed(sb, ls, t_prepare=t0)
+    p.t_launch = time.perf_counter_ns()
+    return p
+
+
+def launch_and_wait(p: Probed, ctx: RunContext) -> None:
+    """Launch with the probe as first process and wait (bounded) until it connects; the
+    listener is closed either way. The sandbox stays up (the probe idles)."""
+    try:
+        argv = [p.sb.helper("probe"), p.sb.host_address, str(p.listener.getsockname()[1])]
+        p.t_launch = time.perf_counter_ns()
+        p.sb.launch(argv)
+        # A VM under emulation boots for minutes: wait as long as its own bound.
+        bound = max(ctx.timeouts["probe"], p.sb.boot_timeout_s)
+        p.listener.settimeout(bound)
+        try:
+            conn, _ = p.listener.accept()
+        except TimeoutError:
+            raise StepTimeout(
+                f"the probe did not connect within {bound:g} s",
+                {"state": p.sb.describe_state()}) from None
+        p.t_up = time.perf_counter_ns()
+        with conn:
+            conn.settimeout(5)
+            try:
+                p.message = conn.recv(64).decode(errors="replace").strip()
+            except OSError:
+                p.message = ""
+    finally:
+        p.listener.close()
+
+
+def start(env: Environment, ctx: RunContext, bench: str) -> Probed:
+    """Prepare, launch, wait for the probe; on failure everything made is removed."""
+    p = prepare(env, ctx, bench)
+    try:
+        launch_and_wait(p, ctx)
+    except BaseException:
+        p.sb.stop()
+        raise
+    return p
+
+
+def stop_all(boxes: Sequence[Sandbox], workers: int) -> float:
+    """Stop every sandbox, `workers` at a time (runtimes spend most of a stop waiting), and
+    every one even when some fail; seconds taken. Raises the first failure afterwards, with
+    how many failed."""
+    t0 = time.perf_counter()
+    errors: list[BaseException] = []
+
+    def one(sb: Sandbox) -> None:
+        try:
+            sb.stop()
+        except Exception as e:  # noqa: BLE001 - collected, the others still stop
+            errors.append(e)
+
+    if boxes:
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(boxes)))) as pool:
+            list(pool.map(one, boxes))
+    took = time.perf_counter() - t0
+    if errors:
+        first = errors[0]
+        evidence = dict(first.evidence) if isinstance(first, SandboxError) else {}
+        raise SandboxError(
+            f"{len(errors)} of {len(boxes)} sandboxes failed to stop; first: {first}",
+            {**evidence, "failed_stops": len(errors)}) from first
+    return took
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100), linear between the closest ranks."""
+    if not values:
+        raise ValueError("percentile of no values")
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
