@@ -166,7 +166,7 @@ class Sandbox(ABC):
         (recorded in meta.json and the report); {} = none."""
         return {}
 
-    def guest_boot_report(self) -> dict[str, float]:
+    def guest_boot_report(self) -> dict[str, Any]:
         """A VM's own account of its boot (systemd-analyze), empty for everything else."""
         return {}
 
