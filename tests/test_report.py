@@ -330,6 +330,10 @@ def test_merge_hosts_into_one_report(tmp_path: Path) -> None:
     assert not (a / "report.html").exists()
     run = load_runs([a, b])
     assert run.hosts == ["alpha", "beta"]
+    heat = summary.heatmap(run)
+    assert [(r["host"], r["env"]) for r in heat["rows"]] == [
+        (h, e) for h in ("alpha", "beta") for e in ("host", "runc", "docker")]
+    assert len({c.bench for c in heat["columns"]}) == len(heat["columns"]) == 8
     assert run.colour("runc @ alpha") == run.colour("runc @ beta")
 
 

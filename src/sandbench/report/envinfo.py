@@ -64,19 +64,20 @@ def family_of(env: str, facts: Mapping[str, Any] | None = None) -> str:
 
 def order(names: Iterable[str], *preferred: Iterable[str]) -> list[str]:
     """The preferred lists' order (a run's plan), then the registry's, then by name."""
-    present = set(names)
+    return _ordered(set(names), [*preferred, known_env_names()])
+
+
+def _ordered(present: set[str], seqs: Iterable[Iterable[str]]) -> list[str]:
     out: list[str] = []
-    for seq in (*preferred, known_env_names()):
-        out += [n for n in seq if n in present and n not in out]
+    for seq in seqs:
+        for n in seq:
+            if n in present and n not in out:
+                out.append(n)
     return out + sorted(present - set(out))
 
 
 def bench_order(names: Iterable[str], *preferred: Iterable[str]) -> list[str]:
-    present = set(names)
-    out: list[str] = []
-    for seq in (*preferred, [n for n, _, _ in registry_benches()]):
-        out += [n for n in seq if n in present and n not in out]
-    return out + sorted(present - set(out))
+    return _ordered(set(names), [*preferred, [n for n, _, _ in registry_benches()]])
 
 
 def colours(envs: Iterable[str], facts: Mapping[str, Mapping[str, Any]] | None = None

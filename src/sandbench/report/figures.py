@@ -162,6 +162,10 @@ def draw_distribution(ax: Any, run: RunData, series: Sequence[Series], scale: st
         jitter = rng.uniform(-0.16, 0.16, size=len(vals)) if len(vals) > 1 else [0.0]
         ax.scatter([x + j for j in jitter], vals, s=14, color=s.colour, edgecolors="black",
                    linewidths=0.4, zorder=5, marker="s" if s.emulated else "o")
+    if series and max(len(s.values) for s in series) < MIN_BOX:
+        ax.text(0.99, 0.02, f"n < {MIN_BOX} everywhere: too few samples for a box; "
+                "points are the rounds, bars the medians", transform=ax.transAxes,
+                ha="right", va="bottom", fontsize=7, color="dimgray")
     ax.set_xticks(xs, [tick_label(run, s) for s in series], rotation=35, ha="right",
                   fontsize=7)
     ax.set_xlim(min(xs, default=0) - 0.7, max(xs, default=0) + 0.7)

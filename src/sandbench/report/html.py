@@ -36,10 +36,16 @@ def verdict_text(c: sc.ClaimResult) -> str:
     return str(getattr(c, "verdict_text", c.verdict))
 
 
+def _reason(c: sc.ClaimResult) -> str:
+    """The scorecard's one-line reason, unless the verdict text already says it."""
+    reason = str(getattr(c, "reason", "") or "")
+    return "" if reason and reason in verdict_text(c) else reason
+
+
 def claim_rows(claims: Sequence[sc.ClaimResult]) -> list[dict[str, str]]:
     return [{"id": c.id, "statement": c.statement, "figure": c.figure, "paper": c.paper,
              "measured": c.measured, "verdict": verdict_text(c),
-             "reason": str(getattr(c, "reason", "") or ""),
+             "reason": _reason(c),
              "css": _CSS.get(c.verdict, "notmeasured")} for c in claims]
 
 

@@ -159,8 +159,9 @@ def quality(run: RunData) -> tuple[str, str]:
         parts.append(f"emulated (TCG, not comparable with hardware, hatched in the figures): "
                      f"{', '.join(emulated)}")
     if nested:
-        parts.append("the host" + (f"s {', '.join(nested)}" if run.multi_host else "")
-                     + " itself runs in a VM, so VM numbers are nested")
+        who = (f"the hosts {', '.join(nested)} themselves run" if run.multi_host
+               else "the host itself runs")
+        parts.append(who + " in a VM, so VM numbers are nested")
     stops = Counter(str(r.get("stop_reason")) for r in run.cell_records)
     if stops:
         parts.append("rounds stopped: " + ", ".join(f"{n} {k}" for k, n in stops.most_common()))
