@@ -60,9 +60,12 @@ def render_markdown(run: RunData, figures: Sequence[Figure],
         lines += [f"**Scorecard{f' on {host}' if run.multi_host else ''}:** "
                   f"{score_counts(cs)}.", ""]
     lines += [f"**Run quality: {word}.** {quality}", ""]
-    lines += ["## Reproduction scorecard", "", "Rules in `claims.toml`: order claims need "
-              "Mann-Whitney p < 0.01 and > 10 %; ratio claims hold when the bootstrap interval "
-              "overlaps [half, double] of the paper's.", ""]
+    lines += ["## Reproduction scorecard", "", "Rules in `claims.toml`: an order claim holds "
+              "at Mann-Whitney p < 0.01 with a difference above 10 % and fails only on the "
+              "opposite, significant; a ratio claim holds when its estimate and whole 95 % "
+              "interval lie within [half, double] of the paper's and fails when the interval "
+              "lies wholly outside; fewer than 5 rounds a side, or anything between, is "
+              "inconclusive; emulated environments decide nothing.", ""]
     for host, cs in scored.items():
         if run.multi_host:
             lines += [f"### {host}: {score_counts(cs)}", ""]
