@@ -146,7 +146,9 @@ def pids_cgroup() -> Iterator[Path]:
     try:
         yield d
     finally:
-        (d / "pids.max").write_text("max")
+        # Teardown may have removed the emptied directory, and its limit with it.
+        with contextlib.suppress(FileNotFoundError):
+            (d / "pids.max").write_text("max")
         if made:
             with contextlib.suppress(OSError):
                 d.rmdir()
