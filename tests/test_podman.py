@@ -143,7 +143,8 @@ time.sleep(600)
 
 
 def _foreign_container() -> str:
-    """A container in sandbench's store without sandbench's label (as a user could make)."""
+    """A container a user made in sandbench's store: no owner label (it inherits only the
+    image's org.sandbench.owned label, which alone marks nothing as removable)."""
     env = env_or_skip("podman")
     assert isinstance(env, podman.PodmanEnvironment)
     from sandbench import images

@@ -176,6 +176,17 @@ class PodmanStore:
         tmp = target.with_name(f".{target.name}.{os.getpid()}")
         tmp.write_text(json.dumps(self.conflist(), indent=2))
         os.replace(tmp, target)
+        # CNI makes the bridge only when the first container joins, but benchmarks listen on
+        # the host address before launch: make it now (the bridge plugin adopts it).
+        if not Path(f"/sys/class/net/{BRIDGE}").exists():
+            cp = run_cmd(["ip", "-batch", "-"], timeout=20, check=False,
+                         input=f"link add {BRIDGE} type bridge\n"
+                               f"addr add {GATEWAY}/{SUBNET.split('/')[1]} dev {BRIDGE}\n"
+                               f"link set {BRIDGE} up\n")
+            if cp.returncode != 0 and not Path(f"/sys/class/net/{BRIDGE}").exists():
+                raise SandboxError(f"cannot create bridge {BRIDGE}: {cp.stderr.strip()}",
+                                   command_evidence(["ip", "-batch", "-"], cp.returncode,
+                                                    cp.stdout, cp.stderr))
         self._network_ready = True
 
     def ensure_image(self, image: images.Image) -> str:
@@ -202,6 +213,11 @@ class PodmanStore:
             return []
         found: list[dict[str, Any]] = json.loads(cp.stdout or "[]") or []
         return found
+
+    def network_users(self) -> list[dict[str, Any]]:
+        """Containers attached to sandbench's network (labelled ones only: the label also
+        reaches containers a user makes from sandbench's images, which we never touch)."""
+        return [c for c in self.containers() if NETWORK in (c.get("Networks") or [])]
 
     def remove_network(self) -> None:
         """Remove the network and its bridge (CNI may leave the bridge behind)."""
@@ -248,7 +264,7 @@ class PodmanStore:
             return
         if any(sb.env_name.startswith("podman") for sb in live_sandboxes()):
             return
-        if self.containers():
+        if self.network_users():
             return
         self.remove_network()
         cgroups.remove_tree(CGROUP_PARENT)
@@ -390,13 +406,15 @@ class PodmanEnvironment(Environment):
             return []
         found: list[Leftover] = []
         conts = self.store.containers()
+        # A container without an owner label (made by a user from sandbench's image, which
+        # carries the label) counts as alive and is never removed.
         dead = [c for c in conts if not _owner_alive((c.get("Labels") or {}).get(OWNER_LABEL, ""))]
         for c in dead:
             cid = str(c.get("Id", ""))
             names = c.get("Names") or [cid[:12]]
             found.append(Leftover("podman container", f"{names[0]} ({cid[:12]})",
                                   partial(_remove_container, cid)))
-        if len(dead) == len(conts):
+        if all(c in dead for c in conts if NETWORK in (c.get("Networks") or [])):
             found += self._network_leftovers()
         found += self._image_leftovers()
         return found
