@@ -11,29 +11,44 @@ import contextlib
 import json
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sandbench import images, net, paths, procs
-from sandbench.cleanup import remove_empty_cgroups
-from sandbench.environments import oci_spec, probe_cache
+from sandbench import cgroups, images, net, paths, procs, seccomp
+from sandbench.binaries import version_of as version_of  # re-exported for docker.py
+from sandbench.environments import cgroup_limits, oci_spec, probe_cache
 from sandbench.environments.base import (
+    IDLE_ARGV,
     Availability,
     Completed,
     Environment,
+    Limits,
     Sandbox,
     SandboxSpec,
     run_cmd,
     tail_file,
 )
-from sandbench.environments.runsc_wrap import wrapper
-from sandbench.errors import SandboxError, StepTimeout
+from sandbench.environments.runsc_wrap import wrapper, wrapper_overhead_ms
+from sandbench.errors import SandboxError, StepTimeout, command_evidence
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
-IDLE_ARGV = ["/sb/probe", "idle"]
+PAUSE_TIMEOUT = 30.0
+
+#: Why gVisor's disk samples are flagged: its gofer opens host files without O_DIRECT and no
+#: runsc flag passes the flag through (gVisor issue 3626, open), so reads are served from a
+#: page cache (the sentry's or the host's), never from the device.
+GVISOR_DIRECT_IO_NOTE = (
+    "gVisor does not pass O_DIRECT to the host file (google/gvisor#3626; no runsc flag in "
+    "this release does): direct I/O inside the sandbox is served from a page cache"
+)
+#: What gVisor does with linux.seccomp, and so what the gVisor environments run with.
+GVISOR_SECCOMP = (
+    "none for the workload: runsc ignores an OCI seccomp profile unless --oci-seccomp is "
+    "given, which neither sandbench nor Docker's runsc runtime passes (like for like with "
+    "docker-gvisor-*); the sentry and gofer always run under gVisor's own host seccomp filters"
+)
 
 
 @dataclass(frozen=True)
@@ -60,14 +75,6 @@ VARIANTS = [
         for p in ("ptrace", "systrap", "kvm")
     ),
 ]
-
-
-def version_of(binary: str) -> str:
-    try:
-        cp = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
-    except (FileNotFoundError, subprocess.TimeoutExpired):
-        return "unknown"
-    return cp.stdout.splitlines()[0].strip() if cp.stdout else "unknown"
 
 
 def hybrid_cgroup_problem() -> str | None:
@@ -114,12 +121,14 @@ class OciEnvironment(Environment):
                     "runsc from bookworm-backports (2024 or newer)"
                 )
             if self.v.platform == "kvm":
+                from sandbench.vm.kvm import kvm_problem
+
+                if problem := kvm_problem():
+                    return Availability.no(f"gVisor's KVM platform cannot run here: {problem}")
                 return probe_cache.probe(self.name, version_of(path), self._probe_kvm)
         return Availability.yes()
 
     def _probe_kvm(self) -> Availability:
-        if not Path("/dev/kvm").exists():
-            return Availability.no("/dev/kvm is absent: enable KVM (or nested virtualization)")
         # The platform can hang at sandbox start with the CPU spinning: a bounded real start.
         spec = SandboxSpec(argv=["/bin/true"])
         try:
@@ -142,11 +151,41 @@ class OciEnvironment(Environment):
             "binary": path,
             "version": version_of(path) if path else None,
             "driver": "oci-direct",
-            "network": "netstack+veth" if self.v.platform else "veth",
+            "network": self.network_path(),
+            "seccomp": self.seccomp_profile(True),
+            "seccomp_when_off": self.seccomp_profile(False),
+            "start_phases": "prepare (netns, veth, bundle) / create / start / network",
+            "freeze": "runsc pause" if self.v.platform else f"{self.v.binary} pause "
+            "(cgroup freezer)",
         }
         if self.v.platform:
             f["platform"] = self.v.platform
+            f["direct_io"] = GVISOR_DIRECT_IO_NOTE
+            if path:
+                # Paid by create and by start; other calls pass straight through.
+                f["wrapper_overhead_ms"] = wrapper_overhead_ms(path)
         return f
+
+    def network_path(self) -> str:
+        return "netstack+veth" if self.v.platform else "veth"
+
+    def seccomp_profile(self, enabled: bool) -> str:
+        """The seccomp filter a sandbox of this environment runs under."""
+        if self.v.platform:
+            return GVISOR_SECCOMP
+        if not enabled:
+            return "none (seccomp off for this study)"
+        return f"{seccomp.describe()}, resolved for x86_64 and the bundle's capabilities"
+
+    def limits_applied(self, limits: Limits) -> dict[str, Any]:
+        if limits.cpus is None and limits.memory_mib is None:
+            return {}
+        how = ("OCI linux.resources -> cgroup of the sandbox (sentry, gofer and stubs), "
+               "cpu.cfs_quota_us and memory.limit_in_bytes" if self.v.platform else
+               "OCI linux.resources -> container cgroup, cpu.cfs_quota_us and "
+               "memory.limit_in_bytes")
+        return {"cpus": limits.cpus, "memory_mib": limits.memory_mib,
+                "how": f"{how} ({self.v.binary})"}
 
     # -- lifecycle ---------------------------------------------------------------------------
     def global_args(self) -> list[str]:
@@ -168,72 +207,112 @@ class OciEnvironment(Environment):
 
 
 class OciSandbox(Sandbox):
+    """prepare (constructor): namespace, veth, bundle. launch: `create`, mark, `start`."""
+
     def __init__(self, env: OciEnvironment, spec: SandboxSpec, start_timeout: float) -> None:
         super().__init__(paths.new_id(), env.name)
         self.env = env
         self.spec = spec
         self.start_timeout = start_timeout
+        gvisor = env.v.platform is not None
+        if gvisor:
+            self.direct_io = False
+            self.direct_io_note = GVISOR_DIRECT_IO_NOTE
         # Everything _stop() looks at exists before anything is created, so an interrupt
         # (Ctrl-C lands anywhere) at any point below still cleans up what was made.
         self.link: net.Link | None = None
         self.created = False
         self.bundle = paths.STATE_DIR / "bundles" / self.name
+        self.cgroup = f"{cgroups.BASE}/{self.name}"
+        self._written_args: list[str] | None = None
         try:
             self.cmd = env.command()
-            self.network_path = env.facts()["network"]
+            # Only create and start need the netstack workaround (runsc_wrap.py): the other
+            # subcommands run runsc itself, so the wrapper's cost is not in their timings.
+            self.direct_cmd = [env.binary_path() or env.v.binary, *env.global_args()]
+            self.network_path = env.network_path()
             self.rootfs = images.ensure(spec.image).rootfs
+            self._seccomp = self._seccomp_filter()
             paths.state("bundles", self.name)
-            t0 = time.perf_counter_ns()
             self.link = net.create(self.name)
-            self.prepare_time_s = (time.perf_counter_ns() - t0) / 1e9
+            self._write_config(spec.argv or IDLE_ARGV)
         except BaseException:
             self._stop()
             raise
-        assert self.link is not None
         self._address = self.link.sandbox_ip
         self.host_address = self.link.host_ip
 
-    def launch(self, argv: list[str] | None = None) -> None:
+    def _seccomp_filter(self) -> dict[str, Any] | None:
+        if not self.spec.seccomp or self.env.v.platform is not None:
+            return None
+        try:
+            return seccomp.default_oci(oci_spec.DEFAULT_CAPS)
+        except seccomp.ProfileMissing as e:
+            raise SandboxError(str(e), {"profile": str(seccomp.PROFILE)}) from None
+
+    def _write_config(self, args: list[str]) -> None:
         assert self.link is not None
-        args = argv or self.spec.argv or IDLE_ARGV
         cfg = oci_spec.build(
             rootfs=self.rootfs,
             args=args,
             env=self.spec.env,
             netns_path=self.link.netns_path,
-            cgroups_path=f"/sandbench/{self.name}",
+            cgroups_path=f"/{self.cgroup}",
             limits=self.spec.limits,
             volume=self.spec.volume,
             hostname=self.name,
+            seccomp=self._seccomp,
         )
         (self.bundle / "config.json").write_text(json.dumps(cfg))
-        log = self.spec.log or (self.bundle / "console.log")
-        self.created = True
+        self._written_args = list(args)
+
+    def _runtime(self, cmd: list[str], what: str, log: Path) -> None:
+        """One runtime step whose output goes to the console log; failures carry evidence."""
         with open(log, "ab") as out:
             try:
-                cp = subprocess.run(
-                    [*self.cmd, "run", "--detach", "--bundle", str(self.bundle), self.name],
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=out,
-                    timeout=self.start_timeout,
-                )
+                cp = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                    timeout=self.start_timeout)
             except subprocess.TimeoutExpired:
                 raise StepTimeout(
-                    f"{self.env.name}: runtime did not start the sandbox within "
-                    f"{self.start_timeout:g} s"
+                    f"{self.env.name}: `{what}` did not return within {self.start_timeout:g} s",
+                    command_evidence(cmd, None, "", tail_file(log, 2000),
+                                     timeout_s=self.start_timeout,
+                                     state=self.describe_state()),
                 ) from None
         if cp.returncode != 0:
-            raise SandboxError(f"{self.env.name} run failed: {tail_file(log)}")
+            raise SandboxError(
+                f"{self.env.name} {what} failed: {tail_file(log)}",
+                command_evidence(cmd, cp.returncode, "", tail_file(log, 2000),
+                                 state=self.describe_state()),
+            )
+
+    def launch(self, argv: list[str] | None = None) -> None:
+        args = argv or self.spec.argv or IDLE_ARGV
+        if args != self._written_args:
+            self._write_config(args)
+        log = self.spec.log or (self.bundle / "console.log")
+        self.created = True
+        # The first process's stdio is create's stdio (non-terminal, pass-through mode).
+        self._runtime([*self.cmd, "create", "--bundle", str(self.bundle), self.name],
+                      "create", log)
+        self.mark("created")
+        self._runtime([*self.cmd, "start", self.name], "start", log)
 
     def exec(self, argv: list[str], timeout: float = 60.0) -> Completed:
-        cp = run_cmd([*self.cmd, "exec", self.name, *argv], timeout=timeout, check=False)
+        cp = run_cmd([*self.direct_cmd, "exec", self.name, *argv], timeout=timeout,
+                     check=False)
         return Completed(argv, cp.returncode, cp.stdout, cp.stderr)
 
     def state(self) -> dict[str, Any]:
-        cp = run_cmd([*self.cmd, "state", self.name], timeout=15)
+        cp = run_cmd([*self.direct_cmd, "state", self.name], timeout=15)
         st: dict[str, Any] = json.loads(cp.stdout)
         return st
+
+    def describe_state(self) -> str:
+        if not self.created:
+            return "not created"
+        cp = run_cmd([*self.direct_cmd, "state", self.name], timeout=15, check=False)
+        return (cp.stdout or cp.stderr).strip()[-1000:]
 
     def host_pids(self) -> list[int]:
         # runc/crun: the container's processes. runsc: sandbox (sentry), gofer and their
@@ -242,14 +321,39 @@ class OciSandbox(Sandbox):
         roots += procs.find_by_cmdline(f"--bundle={self.bundle}")
         return procs.descendants(roots)
 
+    # The runtimes' own pause: runc/crun freeze the container's cgroup (atomic, no race with
+    # a fork, and its processes see no SIGSTOP); runsc pauses every task in the sentry.
+    def freeze(self) -> None:
+        if self._frozen or self._stopped or not self.created:
+            return
+        run_cmd([*self.direct_cmd, "pause", self.name], timeout=PAUSE_TIMEOUT)
+        self._frozen = True
+
+    def thaw(self) -> None:
+        if not self._frozen:
+            return
+        self._frozen = False
+        run_cmd([*self.direct_cmd, "resume", self.name], timeout=PAUSE_TIMEOUT)
+
+    def limits_enforced(self) -> dict[str, Any]:
+        lim = self.spec.limits
+        if lim.cpus is None and lim.memory_mib is None:
+            return {}
+        got = cgroup_limits.limits_of(int(self.state()["pid"]))
+        return {**got, "how": self.env.limits_applied(lim).get("how", "")}
+
     def _stop(self) -> None:
         if self.created:
             with contextlib.suppress(SandboxError):
-                run_cmd([*self.cmd, "kill", self.name, "KILL"], timeout=STOP_TIMEOUT, check=False)
+                run_cmd([*self.direct_cmd, "kill", self.name, "KILL"], timeout=STOP_TIMEOUT,
+                        check=False)
             with contextlib.suppress(SandboxError):
-                run_cmd([*self.cmd, "delete", "--force", self.name], timeout=STOP_TIMEOUT)
-        if self.link is not None:
-            net.destroy(self.link)
-        shutil.rmtree(self.bundle, ignore_errors=True)
-        remove_empty_cgroups()
-
+                run_cmd([*self.direct_cmd, "delete", "--force", self.name],
+                        timeout=STOP_TIMEOUT)
+        try:
+            if self.link is not None:
+                net.destroy(self.link)
+        finally:
+            shutil.rmtree(self.bundle, ignore_errors=True)
+            cgroups.remove_tree(self.cgroup)
+            cgroups.remove_empty_cgroups()
