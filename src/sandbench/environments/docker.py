@@ -21,20 +21,29 @@ from typing import Any
 
 import psutil
 
-from sandbench import images, paths, procs
+from sandbench import images, paths, procs, seccomp
 from sandbench.cleanup import remove_empty_cgroups
+from sandbench.environments import cgroup_limits
 from sandbench.environments.base import (
+    IDLE_ARGV,
     Availability,
     Completed,
     Environment,
+    Limits,
     Sandbox,
     SandboxSpec,
     run_cmd,
     tail_file,
 )
-from sandbench.environments.oci import IDLE_ARGV, OciEnvironment, Variant, version_of
-from sandbench.environments.runsc_wrap import wrapper
-from sandbench.errors import SandboxError, StepTimeout
+from sandbench.environments.oci import (
+    GVISOR_DIRECT_IO_NOTE,
+    GVISOR_SECCOMP,
+    OciEnvironment,
+    Variant,
+    version_of,
+)
+from sandbench.environments.runsc_wrap import wrapper, wrapper_overhead_ms
+from sandbench.errors import SandboxError, StepTimeout, command_evidence
 
 NETWORK = "sandbench"
 SUBNET = "198.19.0.0/24"
@@ -272,7 +281,31 @@ class DockerEnvironment(Environment):
             f["runtime_version"] = version_of(runsc) if runsc else None
         else:
             f["runtime_version"] = version_of("runc")
+        f.update(self._like_for_like_facts())
         return f
+
+    def _like_for_like_facts(self) -> dict[str, Any]:
+        """Seccomp, phases and freezing, said the same way as for the OCI environments."""
+        f: dict[str, Any] = {
+            "seccomp": GVISOR_SECCOMP if self.platform else
+            f"{seccomp.describe()}, passed as --security-opt seccomp=FILE",
+            "seccomp_when_off": GVISOR_SECCOMP if self.platform else
+            "none (--security-opt seccomp=unconfined)",
+            "start_phases": "prepare (daemon, network, image: before the clock) / docker "
+            "create / docker start (includes the network namespace) / network",
+            "freeze": "docker pause",
+        }
+        runsc = shutil.which("runsc")
+        if self.platform is not None and runsc:
+            f["direct_io"] = GVISOR_DIRECT_IO_NOTE
+            f["wrapper_overhead_ms"] = wrapper_overhead_ms(runsc)
+        return f
+
+    def limits_applied(self, limits: Limits) -> dict[str, Any]:
+        if limits.cpus is None and limits.memory_mib is None:
+            return {}
+        return {"cpus": limits.cpus, "memory_mib": limits.memory_mib,
+                "how": f"docker --cpus/--memory -> container cgroup ({self.runtime})"}
 
     def shared_pids(self) -> list[int]:
         return self.daemon.shared_pids()
@@ -298,6 +331,9 @@ class DockerSandbox(Sandbox):
         self.container_id: str | None = None
         self.launched = False
         self.network_path = "docker-bridge" if env.platform is None else "netstack+docker-bridge"
+        if env.platform is not None:
+            self.direct_io = False
+            self.direct_io_note = GVISOR_DIRECT_IO_NOTE
 
     @property
     def address(self) -> str:
@@ -317,11 +353,13 @@ class DockerSandbox(Sandbox):
         return self._address
 
     def launch(self, argv: list[str] | None = None) -> None:
+        """`docker create`, mark("created"), `docker start`: the same phase boundaries as the
+        OCI runtimes. Docker's network namespace is made inside start (libnetwork joins the
+        container to its network when it starts), so start holds what runc's prepare does."""
         args = argv or self.spec.argv or IDLE_ARGV
         cmd = [
             "docker",
-            "run",
-            "--detach",
+            "create",
             "--name",
             self.name,
             "--label",
@@ -332,6 +370,8 @@ class DockerSandbox(Sandbox):
             NETWORK,
             "--ulimit",
             "nofile=20000:20000",
+            "--security-opt",
+            self._seccomp_opt(),
         ]
         lim = self.spec.limits
         if lim.cpus is not None:
@@ -344,17 +384,71 @@ class DockerSandbox(Sandbox):
             cmd += ["--env", f"{k}={v}"]
         cmd += [self.tag, *args]
         self.launched = True
-        try:
-            cp = subprocess.run(cmd, capture_output=True, text=True, timeout=START_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            raise StepTimeout(f"docker run did not return within {START_TIMEOUT:g} s") from None
-        if cp.returncode != 0:
-            raise SandboxError(f"docker run failed: {cp.stderr.strip()[-400:]}")
+        cp = self._docker(cmd, "create")
         self.container_id = cp.stdout.strip()
+        self.mark("created")
+        self._docker(["docker", "start", self.name], "start")
+
+    def _seccomp_opt(self) -> str:
+        # The same profile file the OCI bundles are built from (sandbench.seccomp), not the
+        # one compiled into dockerd, so runc, crun and Docker run under one filter.
+        if not self.spec.seccomp:
+            return "seccomp=unconfined"
+        if problem := seccomp.profile_problem():
+            raise SandboxError(problem, {"profile": str(seccomp.PROFILE)})
+        return f"seccomp={seccomp.PROFILE}"
+
+    def _docker(self, cmd: list[str], what: str) -> subprocess.CompletedProcess[str]:
+        try:
+            cp = subprocess.run(cmd, capture_output=True, text=True, timeout=START_TIMEOUT,
+                                stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as e:
+            raise StepTimeout(
+                f"docker {what} did not return within {START_TIMEOUT:g} s",
+                command_evidence(cmd, None, e.stdout, e.stderr, timeout_s=START_TIMEOUT,
+                                 state=self.describe_state()),
+            ) from None
+        if cp.returncode != 0:
+            raise SandboxError(
+                f"docker {what} failed: {cp.stderr.strip()[-400:]}",
+                command_evidence(cmd, cp.returncode, cp.stdout, cp.stderr,
+                                 state=self.describe_state()),
+            )
+        return cp
 
     def exec(self, argv: list[str], timeout: float = 60.0) -> Completed:
         cp = run_cmd(["docker", "exec", self.name, *argv], timeout=timeout, check=False)
         return Completed(argv, cp.returncode, cp.stdout, cp.stderr)
+
+    def describe_state(self) -> str:
+        if not self.launched:
+            return "not created"
+        cp = run_cmd(["docker", "inspect", "--format", "{{json .State}}", self.name],
+                     timeout=15, check=False)
+        return (cp.stdout or cp.stderr).strip()[-1000:]
+
+    # docker pause: the cgroup freezer for runc, `runsc pause` through the shim for gVisor.
+    # SIGSTOP of host_pids would also stop the containerd shim and leave docker hanging.
+    def freeze(self) -> None:
+        if self._frozen or self._stopped or not self.container_id:
+            return
+        run_cmd(["docker", "pause", self.name], timeout=STOP_TIMEOUT)
+        self._frozen = True
+
+    def thaw(self) -> None:
+        if not self._frozen:
+            return
+        self._frozen = False
+        run_cmd(["docker", "unpause", self.name], timeout=STOP_TIMEOUT)
+
+    def limits_enforced(self) -> dict[str, Any]:
+        lim = self.spec.limits
+        if (lim.cpus is None and lim.memory_mib is None) or not self.container_id:
+            return {}
+        cp = run_cmd(["docker", "inspect", "--format", "{{.State.Pid}}", self.name],
+                     timeout=15)
+        got = cgroup_limits.limits_of(int(cp.stdout.strip()))
+        return {**got, "how": self.env.limits_applied(lim).get("how", "")}
 
     def host_pids(self) -> list[int]:
         # The containerd shim (its command line carries the full container id) and everything
