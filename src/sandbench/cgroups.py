@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sandbench import paths
 from sandbench.environments.base import Limits
 from sandbench.errors import SandboxError
 
@@ -124,6 +125,10 @@ def create(rel: str, limits: Limits) -> None:
     cpu.cfs_quota_us/cfs_period_us and memory.limit_in_bytes, v2 cpu.max and memory.max.
     A limit that cannot be applied raises SandboxError (and what was made is removed)."""
     relp = _check_rel(rel)
+    ident = relp.name
+    if paths.is_sandbox_id(ident) and paths.owner(ident) is None:
+        # The owner record tells this live cgroup from a killed run's (clean, probes).
+        paths.claim(ident)
     made = False
     try:
         for h in mounted():
@@ -223,6 +228,11 @@ def remove_tree(rel: str) -> list[str]:
                 pass
             except OSError as e:
                 failed.append(f"{d}: {e.strerror}")
+    ident = relp.name
+    rec = paths.owner(ident) if paths.is_sandbox_id(ident) else None
+    if not failed and rec is not None and rec.pid == os.getpid() \
+            and not Path(f"/var/run/netns/{ident}").exists():
+        paths.release(ident)
     return failed
 
 

@@ -1,214 +1,283 @@
 """Find and remove what killed or crashed runs left behind, and nothing else.
 
-Everything sandbench creates is either under its state directory or carries its prefix/label:
-OCI containers live in the tool's own runtime state roots, Docker objects carry the label
-org.sandbench.owned, namespaces and links are named `sb` + 10 hex digits, cgroups sit under
-`sandbench/` in each hierarchy. A foreign container, namespace or link is never touched.
+Each environment lists its own leftovers (Environment.leftovers(), matched by sandbench's
+mark only: its state root, its label, its containerd namespace, its own daemon's
+descendants). What no single driver owns is found here or by the module that makes it:
+namespaces and links (net.py, a name pattern plus an owner record), volumes (volume.py, a
+name pattern plus an owner file, in a marked volume directory), cgroups (cgroups.py, the
+sandbench/ tree of each hierarchy), mounts and state entries under the marked state
+directory, and processes whose command line names the state, volume or image directory.
+
+Anything of a sandbox whose owner process still runs is in use, not a leftover: a run's own
+sandboxes never show up as "leftovers of earlier runs", and clean never removes them.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import shutil
-import signal
-import subprocess
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import psutil
 
-from sandbench import net, paths
+from sandbench import cgroups, net, paths, procs
+from sandbench.cgroups import remove_empty_cgroups
+from sandbench.environments.base import Leftover
+
+__all__ = ["CleanReport", "Leftover", "cgroup_dirs", "clean", "find_leftovers",
+           "remove_empty_cgroups"]
 
 #: Prefixes of the private directories the host environment's servers get under /tmp
-#: (benchmarks/mysql.py app_layout); narrow on purpose: a user's own /tmp/sandbench-* stays.
+#: (benchmarks/mysql.py app_layout, made with mkdtemp); narrow on purpose.
 HOST_PRIVATE_PREFIXES = ("sandbench-mysqld-", "sandbench-nginx-")
 
 
-def _run(argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess[str] | None:
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    except (FileNotFoundError, subprocess.TimeoutExpired):
-        return None
+def cgroup_dirs() -> list[Path]:
+    """The tool's cgroups, children before parents, each hierarchy once (tests compare it)."""
+    return cgroups.owned_dirs()
 
 
-def _oci_leftovers() -> list[tuple[list[str], str]]:
-    """(runtime command, container id) for containers in the tool's state roots."""
-    from sandbench.environments.oci import VARIANTS, OciEnvironment
+# -- finding ---------------------------------------------------------------------------------
 
-    found = []
-    for v in VARIANTS:
-        root = paths.STATE_DIR / "oci" / v.name
-        if not root.is_dir() or not any(root.iterdir()):
-            continue
-        env = OciEnvironment(v)
-        if env.binary_path() is None:
-            continue
-        cmd = env.command()
-        cp = _run([*cmd, "list", "--format", "json"])
-        if cp is None or cp.returncode != 0:
-            continue
-        for entry in json.loads(cp.stdout or "null") or []:
-            cid = entry.get("id") or entry.get("ID")
-            if cid:
-                found.append((cmd, str(cid)))
+
+def _environments_leftovers() -> list[Leftover]:
+    # Imported here: the drivers import modules that import this one.
+    from sandbench.environments.registry import all_environments
+
+    found: list[Leftover] = []
+    for env in all_environments():
+        try:
+            found += env.leftovers()
+        except Exception as e:  # noqa: BLE001 - one broken driver must not hide the rest
+            found.append(Leftover("error", f"{env.name}: listing leftovers failed: {e}",
+                                  _cannot_remove))
     return found
 
 
-def _docker_leftovers() -> tuple[list[str], list[str], list[str]]:
-    if shutil.which("docker") is None:
-        return [], [], []
-    ping = _run(["docker", "version", "--format", "{{.Server.Version}}"], timeout=10)
-    if ping is None or ping.returncode != 0:
-        return [], [], []
-    label = f"label={paths.DOCKER_LABEL}"
-    conts = _run(["docker", "ps", "-aq", "--filter", label])
-    nets = _run(["docker", "network", "ls", "-q", "--filter", label])
-    imgs = _run(["docker", "images", "-q", "--filter", label])
-    return (
-        (conts.stdout.split() if conts else []),
-        (nets.stdout.split() if nets else []),
-        sorted(set(imgs.stdout.split())) if imgs else [],
-    )
+def _cannot_remove() -> None:
+    raise RuntimeError("nothing to remove: the listing itself failed")
 
 
-def _owned_dockerd() -> int | None:
-    f = paths.STATE_DIR / "docker" / "owned"
-    if not f.exists():
-        return None
-    with contextlib.suppress(ValueError, psutil.NoSuchProcess):
-        pid = int(f.read_text().strip())
-        if psutil.Process(pid).name() == "dockerd":
-            return pid
-    return None
+def _own_lineage() -> set[int]:
+    me = psutil.Process()
+    return {me.pid, *(p.pid for p in me.parents()), *(p.pid for p in me.children(True))}
 
 
-def _stray_processes() -> list[int]:
-    """runsc processes still pointing at the tool's state roots (sentries, gofers), and VMs."""
-    root = str(paths.STATE_DIR / "oci")
+def _process_marks() -> list[str]:
     from sandbench.volume import VOLUME_ROOT
 
-    marks = (
-        f"{paths.STATE_DIR}/vm/",  # QEMU and Firecracker carry their agent socket path
-        f"{paths.CACHE_DIR}/images/",  # the host environment runs helpers from the image
-        *(f"{tempfile.gettempdir()}/{p}" for p in HOST_PRIVATE_PREFIXES),  # host-env servers
-        f"{VOLUME_ROOT}/",
-    )
-    out = []
-    for p in psutil.process_iter(["pid", "cmdline"]):
+    marks = [f"{paths.CACHE_DIR}/images/"]  # the host environment runs helpers from the image
+    state = paths.state_root_if_ours()
+    if state is not None:
+        marks.append(f"{state}/")
+    if paths.is_marked(VOLUME_ROOT):
+        marks.append(f"{VOLUME_ROOT}/")
+    marks += [f"{tempfile.gettempdir()}/{p}" for p in HOST_PRIVATE_PREFIXES]
+    return marks
+
+
+def _stray_processes(listed: set[int]) -> list[Leftover]:
+    """Processes whose command line names a directory only sandbench uses, not already
+    listed by a driver and not of a live sandbox (its id has a live owner)."""
+    marks = _process_marks()
+    state = paths.state_root_if_ours()
+    # The Docker driver alone judges its daemon and what carries its marks (a daemon of a
+    # live run is not a leftover, and it is stopped gracefully, not killed).
+    driver_marks = [f"{state}/docker/"] if state else []
+    skip = _own_lineage() | listed
+    live = paths.live_ids()
+    found = []
+    for p in psutil.process_iter(["pid", "name", "cmdline", "create_time"]):
         cmd = " ".join(p.info["cmdline"] or [])
-        if p.info["pid"] == os.getpid():
+        if p.info["pid"] in skip or not any(m in cmd for m in marks) \
+                or any(m in cmd for m in driver_marks):
             continue
-        if f"--root={root}/" in cmd or f"--root {root}/" in cmd or any(m in cmd for m in marks):
-            out.append(p.info["pid"])
-    return out
+        if paths.ids_in(cmd) & live:
+            continue
+        found.append(Leftover("process", f"{p.info['pid']} {p.info['name']}",
+                              partial(procs.kill_exact, p.info["pid"], p.info["create_time"])))
+    return found
 
 
-def _mounts_under_state() -> list[str]:
-    state = str(paths.STATE_DIR)
+def _mounts_under_state() -> list[Leftover]:
+    """Mounts strictly below the marked state directory (deepest first)."""
+    state = paths.state_root_if_ours()
+    if state is None:
+        return []
+    live = paths.live_ids()
+    prefix = str(state).rstrip("/") + "/"
     found = []
     with open("/proc/self/mountinfo") as fh:
         for line in fh:
-            mnt = line.split()[4]
-            if mnt == state or mnt.startswith(state + "/"):
+            mnt = line.split()[4].replace("\\040", " ")
+            if mnt.startswith(prefix) and not paths.ids_in(mnt) & live:
                 found.append(mnt)
-    return sorted(found, key=len, reverse=True)
+    return [Leftover("mount", m, partial(_umount, m))
+            for m in sorted(set(found), key=len, reverse=True)]
 
 
-def cgroup_dirs() -> list[Path]:
-    """The tool's cgroups, children before parents."""
-    out = []
-    base = Path("/sys/fs/cgroup")
-    for hier in [base, *base.iterdir()] if base.exists() else []:
-        d = hier / "sandbench"
-        if d.is_dir():
-            out += sorted((p for p in d.iterdir() if p.is_dir()), reverse=True)
-            out.append(d)
-    return out
+def _umount(mnt: str) -> None:
+    from sandbench.environments.base import run_cmd
+
+    run_cmd(["umount", "-l", mnt], timeout=30)
 
 
-def remove_empty_cgroups(name: str = "sandbench") -> None:
-    """Runtimes remove a container's cgroup but leave the shared parent (`sandbench/`, or
-    `docker/` for a daemon we started): remove it when empty. A busy one stays (EBUSY)."""
-    base = Path("/sys/fs/cgroup")
-    for hier in [base, *base.iterdir()] if base.exists() else []:
-        with contextlib.suppress(OSError):
-            (hier / name).rmdir()
-
-
-def clean(dry_run: bool = False) -> list[str]:
-    """Remove leftovers; returns a line per item found (removed unless dry_run)."""
-    found: list[str] = []
-
-    def act(desc: str, fn: object) -> None:
-        found.append(desc)
-        if not dry_run and callable(fn):
-            with contextlib.suppress(Exception):
-                fn()
-
-    for cmd, cid in _oci_leftovers():
-        act(
-            f"OCI container {cid} ({Path(cmd[0]).name})",
-            lambda cmd=cmd, cid=cid: _run([*cmd, "delete", "--force", cid]),
-        )
-    conts, nets, imgs = _docker_leftovers()
-    for c in conts:
-        act(f"docker container {c}", lambda c=c: _run(["docker", "rm", "--force", c]))
-    for n in nets:
-        act(f"docker network {n}", lambda n=n: _run(["docker", "network", "rm", n]))
-    for i in imgs:
-        act(f"docker image {i}", lambda i=i: _run(["docker", "rmi", "--force", i]))
-    pid = _owned_dockerd()
-    if pid is not None:
-        act(f"dockerd {pid} started by sandbench", lambda: _stop_dockerd(pid))
-    for spid in _stray_processes():
-        act(f"process {spid}", lambda spid=spid: os.kill(spid, signal.SIGKILL))
-    for ns in net.owned_netns():
-        act(f"network namespace {ns}", lambda ns=ns: _run(["ip", "netns", "del", ns]))
-    for link in net.owned_links():
-        act(f"link {link}", lambda link=link: _run(["ip", "link", "del", link]))
-    for mnt in _mounts_under_state():
-        act(f"mount {mnt}", lambda mnt=mnt: _run(["umount", "-l", mnt]))
-    for cg in cgroup_dirs():
-        act(f"cgroup {cg}", lambda cg=cg: cg.rmdir())
-    from sandbench.volume import leftovers as volume_leftovers
-
-    for vol in volume_leftovers():
-        act(f"volume {vol}", lambda vol=vol: _rm(vol))
-    for prefix in HOST_PRIVATE_PREFIXES:
-        for tmp in sorted(Path(tempfile.gettempdir()).glob(f"{prefix}*")):
-            act(f"host-environment directory {tmp}", lambda tmp=tmp: _rm(tmp))
-    for sub in ("bundles", "net", "vm"):
-        d = paths.STATE_DIR / sub
-        if d.is_dir():
-            for entry in sorted(d.iterdir()):
-                act(f"state {entry}", lambda e=entry: _rm(e))
+def _cgroup_leftovers() -> list[Leftover]:
+    """sandbench/<name> trees (one item per name, all hierarchies), then the parent."""
+    live = paths.live_ids()
+    rels: dict[str, int] = {}
+    parent = False
+    for h in cgroups.hierarchies():
+        top = h / cgroups.BASE
+        if not top.is_dir():
+            continue
+        parent = True
+        for child in top.iterdir():
+            if child.is_dir():
+                rel = f"{cgroups.BASE}/{child.name}"
+                rels[rel] = rels.get(rel, 0) + 1
+    found = [Leftover("cgroup", f"{rel} ({n} hierarch{'y' if n == 1 else 'ies'})",
+                      partial(_remove_cgroup, rel))
+             for rel, n in sorted(rels.items()) if not paths.ids_in(rel) & live]
+    if parent and len(found) == len(rels):
+        found.append(Leftover("cgroup", f"{cgroups.BASE}/ (parent)", _remove_cgroup_parent))
     return found
 
 
-def _stop_dockerd(pid: int) -> None:
-    """SIGTERM, then wait (bounded) for the daemon and its shims to go, as a run's close does."""
-    proc = psutil.Process(pid)
-    shims = [
-        p
-        for p in psutil.process_iter(["name"])
-        if (p.info["name"] or "").startswith("containerd-shim")
+def _remove_cgroup(rel: str) -> None:
+    failed = cgroups.remove_tree(rel)
+    if failed:
+        raise OSError(f"{len(failed)} not removed, first: {failed[0]}")
+
+
+def _remove_cgroup_parent() -> None:
+    remove_empty_cgroups(min_age_s=0)
+    left = [str(h / cgroups.BASE) for h in cgroups.hierarchies() if (h / cgroups.BASE).exists()]
+    if left:
+        raise OSError(f"still there (busy or not empty): {', '.join(left[:3])}")
+
+
+def _host_private_dirs() -> list[Leftover]:
+    found = []
+    for prefix in HOST_PRIVATE_PREFIXES:
+        for tmp in sorted(Path(tempfile.gettempdir()).glob(f"{prefix}*")):
+            # mkdtemp makes these 0700 and root's; anything else is not the tool's.
+            st = tmp.lstat()
+            if tmp.is_dir() and not tmp.is_symlink() and st.st_uid == os.getuid() \
+                    and st.st_mode & 0o077 == 0:
+                found.append(Leftover("host-environment directory", str(tmp),
+                                      partial(_rm, tmp)))
+    return found
+
+
+def _state_entries() -> list[Leftover]:
+    """Bundles and VM directories of sandboxes no live process owns; owner records of dead
+    processes (last: the items above are matched through them)."""
+    state = paths.state_root_if_ours()
+    if state is None:
+        return []
+    live = paths.live_ids()
+    found = []
+    for sub in ("bundles", "vm"):
+        d = state / sub
+        for entry in sorted(d.iterdir()) if d.is_dir() else []:
+            if paths.is_sandbox_id(entry.name) and entry.name not in live:
+                found.append(Leftover("state", str(entry), partial(_rm, entry)))
+    for rec in paths.owners():
+        if not rec.alive():
+            found.append(Leftover("owner record", f"{rec.ident} (pid {rec.pid})",
+                                  partial(paths.release, rec.ident)))
+    return found
+
+
+def find_leftovers() -> list[Leftover]:
+    """Everything killed runs left, in removal order. Runs no availability probe and
+    creates nothing, so it may run first thing in a run; sandboxes of live processes
+    (this one included) are not listed."""
+    from sandbench import volume
+
+    drivers = _environments_leftovers()
+    listed = set()
+    for item in drivers:
+        head = item.ident.split(" ", 1)[0]
+        if item.kind == "process" and head.isdigit():
+            listed.add(int(head))
+    found = [
+        *drivers,
+        *_stray_processes(listed),
+        *net.leftovers(),
+        *_mounts_under_state(),
+        *_cgroup_leftovers(),
+        *volume.leftover_items(),
+        *_host_private_dirs(),
+        *_state_entries(),
     ]
-    os.kill(pid, signal.SIGTERM)
-    _gone, alive = psutil.wait_procs([proc, *shims], timeout=30)
-    for p in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.kill()
-    marker = paths.STATE_DIR / "docker" / "created-cgroup"
-    if marker.exists():
-        remove_empty_cgroups("docker")
-        marker.unlink()
-    (paths.STATE_DIR / "docker" / "owned").unlink(missing_ok=True)
+    unique: dict[tuple[str, str], Leftover] = {}
+    for item in found:
+        unique.setdefault((item.kind, item.ident), item)
+    return list(unique.values())
+
+
+# -- removing ----------------------------------------------------------------------------------
+
+
+@dataclass
+class CleanReport:
+    removed: list[Leftover] = field(default_factory=list)
+    #: What could not be removed, each with the reason.
+    failed: list[tuple[Leftover, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def lines(self) -> list[str]:
+        return [str(i) for i in self.removed] + [str(i) for i, _ in self.failed]
+
+    # A sequence of lines, as clean() returned before (the run's leftover warning uses it).
+    def __len__(self) -> int:
+        return len(self.removed) + len(self.failed)
+
+    def __getitem__(self, i: int) -> str:
+        return self.lines()[i]
+
+
+def clean(dry_run: bool = False,
+          on_item: Callable[[Leftover, str | None], None] | None = None) -> CleanReport:
+    """Remove every leftover, in order. An item whose removal raised, or that is still
+    found afterwards, is reported as failed with the reason; dry_run only lists (as
+    removed: the caller says "would remove")."""
+    items = find_leftovers()
+    report = CleanReport()
+    if dry_run:
+        report.removed = items
+        return report
+    errors: dict[tuple[str, str], str] = {}
+    for item in items:
+        try:
+            item.remove()
+        except Exception as e:  # noqa: BLE001 - reported per item, clean goes on
+            errors[(item.kind, item.ident)] = f"{type(e).__name__}: {e}"
+    still = {(i.kind, i.ident) for i in find_leftovers()}
+    for item in items:
+        key = (item.kind, item.ident)
+        if key in errors or key in still:
+            reason = errors.get(key, "still present after removal")
+            report.failed.append((item, reason))
+        else:
+            report.removed.append(item)
+        if on_item is not None:
+            on_item(item, errors.get(key) or ("still present after removal"
+                                              if key in still else None))
+    return report
 
 
 def _rm(p: Path) -> None:
-    if p.is_dir():
-        shutil.rmtree(p, ignore_errors=True)
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p)
     else:
         p.unlink(missing_ok=True)

@@ -4,6 +4,9 @@ Address plan (RFC 2544 range, reserved for benchmarks so it cannot collide with 
   198.18.0.0/16   one /30 per sandbox link: .1 host side, .2 sandbox side (16384 links)
   198.19.0.0/24   the bridge of the Docker daemon sandbench starts
 Names: namespace `sbXXXXXXXXXX` (the sandbox id), host link `<id>h`, sandbox link renamed eth0.
+A name is not a mark on its own: create() writes the id's owner record (paths.claim) before
+it makes anything, and clean removes a namespace or link only when that record exists and
+its process is gone.
 """
 
 from __future__ import annotations
@@ -13,10 +16,14 @@ import ipaddress
 import os
 import subprocess
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from sandbench import paths
-from sandbench.errors import SandboxError
+from sandbench.environments.base import Leftover
+from sandbench.errors import SandboxError, StepTimeout, command_evidence
+
+IP_TIMEOUT = 20.0
 
 NETNS_DIR = Path("/var/run/netns")
 LINK_NET = ipaddress.ip_network("198.18.0.0/16")
@@ -56,21 +63,37 @@ def _claim_slot() -> int:
     raise SandboxError("no free /30 left in 198.18.0.0/16; run `sandbench clean`")
 
 
-def _ip(args: list[str], batch: str | None = None) -> None:
+def _ip(args: list[str], batch: str | None = None, check: bool = True) -> int:
+    """Run ip; a timeout or (with check) a failure is a SandboxError carrying the command,
+    its batch input and output. Returns the exit status."""
+    argv = ["ip", *args]
+    more = {"stdin": batch} if batch else {}
     try:
-        cp = subprocess.run(
-            ["ip", *args], input=batch, capture_output=True, text=True, timeout=20
-        )
-    except subprocess.TimeoutExpired:
-        raise SandboxError(f"ip {' '.join(args)} timed out") from None
-    if cp.returncode != 0:
-        raise SandboxError(f"ip {' '.join(args)}: {cp.stderr.strip()}")
+        cp = subprocess.run(argv, input=batch, capture_output=True, text=True,
+                            timeout=IP_TIMEOUT)
+    except subprocess.TimeoutExpired as e:
+        raise StepTimeout(
+            f"ip {' '.join(args)} did not finish within {IP_TIMEOUT:g} s",
+            command_evidence(argv, None, e.stdout, e.stderr, timeout_s=IP_TIMEOUT, **more),
+        ) from None
+    except FileNotFoundError:
+        raise SandboxError("ip not found; install Debian package iproute2",
+                           command_evidence(argv, None, "", "")) from None
+    if check and cp.returncode != 0:
+        raise SandboxError(f"ip {' '.join(args)}: {cp.stderr.strip()[-300:]}",
+                           command_evidence(argv, cp.returncode, cp.stdout, cp.stderr, **more))
+    return cp.returncode
 
 
 def create(sandbox_id: str) -> Link:
     """Namespace + veth pair, sandbox side configured (eth0, lo, default route via host)."""
     paths.check_id(sandbox_id)
-    slot = _claim_slot()
+    paths.claim(sandbox_id)
+    try:
+        slot = _claim_slot()
+    except BaseException:
+        paths.release(sandbox_id)
+        raise
     base = LINK_NET.network_address + 4 * slot
     link = Link(sandbox_id, f"{sandbox_id}h", str(base + 1), str(base + 2), slot)
     peer = f"{sandbox_id}c"
@@ -98,29 +121,99 @@ def create(sandbox_id: str) -> Link:
 
 
 def destroy(link: Link) -> None:
-    """Deleting the namespace destroys eth0 and with it the host end of the pair."""
-    if (NETNS_DIR / link.netns).exists():
-        subprocess.run(["ip", "netns", "del", link.netns], capture_output=True, timeout=20)
-    if Path(f"/sys/class/net/{link.host_if}").exists():
-        subprocess.run(["ip", "link", "del", link.host_if], capture_output=True, timeout=20)
+    """Deleting the namespace destroys eth0 and with it the host end of the pair. Both steps
+    are tried; a failure then raises SandboxError with the ip command's evidence, and the
+    owner record and address slot stay, so that `sandbench clean` finds what is left."""
+    _remove(link.netns)
     with contextlib.suppress(FileNotFoundError):
         (_slot_dir() / str(link.slot)).unlink()
 
 
+def _remove(ident: str) -> None:
+    """Namespace `ident` and host link `<ident>h`, then its owner record."""
+    errors: list[SandboxError] = []
+    try:
+        _del_netns(ident)
+    except SandboxError as e:
+        errors.append(e)
+    try:
+        _del_link(f"{ident}h")
+    except SandboxError as e:
+        errors.append(e)
+    if errors:
+        first = errors[0]
+        if len(errors) > 1:
+            first.evidence["also"] = [{"message": str(e), **e.evidence} for e in errors[1:]]
+        raise first
+    paths.release(ident)
+
+
+def _ours(ident: str) -> bool:
+    """An id's objects are sandbench's only with an owner record."""
+    return paths.is_sandbox_id(ident) and paths.owner(ident) is not None
+
+
 def owned_netns() -> list[str]:
+    """Namespaces named like a sandbox id that have an owner record (live or not)."""
     if not NETNS_DIR.exists():
         return []
-    return sorted(n for n in os.listdir(NETNS_DIR) if _is_ours(n))
+    return sorted(n for n in os.listdir(NETNS_DIR) if _ours(n))
 
 
 def owned_links() -> list[str]:
-    return sorted(n for n in os.listdir("/sys/class/net") if _is_ours(n[:-1]) and n[-1] in "hc")
+    """Host links <id>h / <id>c whose id has an owner record."""
+    return sorted(n for n in os.listdir("/sys/class/net") if n[-1:] in ("h", "c")
+                  and _ours(n[:-1]))
 
 
-def _is_ours(name: str) -> bool:
-    rest = name[len(paths.PREFIX) :]
-    return (
-        name.startswith(paths.PREFIX)
-        and len(rest) == 10
-        and all(c in "0123456789abcdef" for c in rest)
-    )
+def leftovers() -> list[Leftover]:
+    """Namespaces and links of sandboxes whose owner process is gone; a live owner's are in
+    use. Slot files of dead runs go too (they hold the claiming pid)."""
+    live = paths.live_ids()
+    found: list[Leftover] = []
+    for ns in owned_netns():
+        if ns not in live:
+            found.append(Leftover("netns", ns, partial(_del_netns, ns)))
+    for link in owned_links():
+        if link[:-1] not in live:
+            found.append(Leftover("link", link, partial(_del_link, link)))
+    root = paths.state_root_if_ours()
+    slots = root / "net" if root else None
+    for f in sorted(slots.iterdir()) if slots and slots.is_dir() else []:
+        if f.name.isdigit() and not _pid_alive(f):
+            found.append(Leftover("address slot", str(f), f.unlink))
+    return found
+
+
+def _del_netns(name: str) -> None:
+    if (NETNS_DIR / name).exists():
+        try:
+            _ip(["netns", "del", name])
+        except SandboxError:
+            if (NETNS_DIR / name).exists():
+                raise
+
+
+def _del_link(name: str) -> None:
+    # Deleting a namespace deletes the veth pair asynchronously: the link may vanish
+    # between the check and the delete, which is success, not an error.
+    if Path(f"/sys/class/net/{name}").exists():
+        try:
+            _ip(["link", "del", name])
+        except SandboxError:
+            if Path(f"/sys/class/net/{name}").exists():
+                raise
+
+
+def _pid_alive(slot: Path) -> bool:
+    try:
+        pid = int(slot.read_text().strip())
+    except (OSError, ValueError):
+        return True  # being written, or not ours to judge
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

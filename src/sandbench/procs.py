@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -64,3 +65,36 @@ def find_by_cmdline(*needles: str) -> list[int]:
         if cmd and all(n in cmd for n in needles):
             found.append(p.info["pid"])
     return found
+
+
+def kill_exact(pid: int, created: float, timeout: float = 10.0) -> None:
+    """SIGKILL pid and wait for it, unless it exited or its pid now names another process
+    (a different start time). OSError when it outlives the wait."""
+    try:
+        proc = psutil.Process(pid)
+        if abs(proc.create_time() - created) > 0.01:
+            return
+        proc.kill()
+        proc.wait(timeout=timeout)
+    except psutil.NoSuchProcess:
+        return
+    except psutil.TimeoutExpired:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return  # dead; its parent has not reaped it yet
+        raise OSError(f"process {pid} did not exit within {timeout:g} s of SIGKILL") from None
+
+
+def all_processes() -> list[tuple[int, str, float, list[str]]]:
+    """(pid, name, start time, argv) of every process, read once."""
+    found = []
+    for p in psutil.process_iter(["pid", "name", "cmdline", "create_time"]):
+        found.append((p.info["pid"], p.info["name"] or "", p.info["create_time"] or 0.0,
+                      list(p.info["cmdline"] or [])))
+    return found
+
+
+def has_option(argv: list[str], option: str, value: str) -> bool:
+    """argv passes `option value` or `option=value` (e.g. --root <dir>)."""
+    return f"{option}={value}" in argv or any(
+        a == option and b == value for a, b in zip(argv, argv[1:], strict=False))

@@ -7,6 +7,12 @@ needs (SandboxError naming both numbers), the file system is checked not to be m
 and O_DIRECT is tried on it. The directory is removed when the context exits, whatever
 happened; `leftovers()` lists what a killed run left, for `sandbench clean`.
 
+The volume directory may be a user's disk (SANDBENCH_VOLUME_DIR): it is checked like the
+state directory (absolute, no system directory, made by sandbench and marked, or empty when
+first used), and a volume is only a directory named like a sandbox id (sb + 10 hex digits)
+holding an owner file. A directory without an owner file is never a volume, so clean leaves
+it alone (a user's sbackup/ survives).
+
 Kinds: "host-dir" (a directory bind-mounted by the container drivers). A VM driver gives the
 guest a virtio disk of `size_bytes` at /data instead; the field is there for it.
 """
@@ -20,13 +26,16 @@ import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from sandbench import paths
-from sandbench.errors import SandboxError
+from sandbench.environments.base import Leftover
+from sandbench.errors import SandboxError, UsageError
 
-VOLUME_ROOT = Path(os.environ.get("SANDBENCH_VOLUME_DIR", "/var/lib/sandbench/volumes"))
+DEFAULT_ROOT = Path("/var/lib/sandbench/volumes")
+VOLUME_ROOT = Path(os.environ.get("SANDBENCH_VOLUME_DIR", str(DEFAULT_ROOT)))
 #: File systems that hold data in memory: a disk benchmark on them measures RAM.
 MEMORY_FS = frozenset({"tmpfs", "ramfs", "devtmpfs", "hugetlbfs"})
 _ALIGN = 4096
@@ -97,7 +106,9 @@ def check_space(path: Path, need_bytes: int) -> int:
         raise SandboxError(
             f"not enough free space for the disk benchmark on {path}: needs {human(need_bytes)} "
             f"({need_bytes} bytes), {human(free)} ({free} bytes) free; free some space, use a "
-            f"smaller profile or point SANDBENCH_VOLUME_DIR at a larger disk"
+            f"smaller profile or point SANDBENCH_VOLUME_DIR at a new directory on a larger "
+            "disk (sandbench creates it)",
+            {"volume_dir": str(path), "need_bytes": need_bytes, "free_bytes": free},
         )
     return free
 
@@ -120,7 +131,8 @@ def check_direct_io(directory: Path) -> None:
         what = "does not support O_DIRECT" if exc.errno == errno.EINVAL else exc.strerror
         raise SandboxError(
             f"volume directory {directory} ({fs_type(directory)}): {what}; the disk benchmark "
-            "needs direct I/O (set SANDBENCH_VOLUME_DIR to a directory on a disk file system)"
+            "needs direct I/O (set SANDBENCH_VOLUME_DIR to a directory on a disk file system)",
+            {"volume_dir": str(directory), "fs_type": fs_type(directory), "errno": exc.errno},
         ) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -143,9 +155,13 @@ def volume(size_bytes: int, need_bytes: int | None = None, root: Path | None = N
     if kind in MEMORY_FS:
         raise SandboxError(
             f"volume directory {base} is on {kind} (memory): a disk benchmark there measures "
-            "RAM; set SANDBENCH_VOLUME_DIR to a directory on a disk file system"
+            "RAM; set SANDBENCH_VOLUME_DIR to a directory on a disk file system",
+            {"volume_dir": str(base), "fs_type": kind},
         )
-    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        paths.owned_dir(base, "SANDBENCH_VOLUME_DIR", adopt=base == DEFAULT_ROOT)
+    except UsageError as e:
+        raise SandboxError(str(e), {"volume_dir": str(base)}) from None
     free = check_space(base, need)
     vid = paths.new_id()
     path = base / vid
@@ -167,24 +183,39 @@ def remove(path: Path) -> None:
 
 
 def leftovers(root: Path | None = None) -> list[Path]:
-    """Volume directories whose owning process is gone (killed runs), for `sandbench clean`."""
-    base = root or VOLUME_ROOT
+    """Volumes whose owning process is gone (killed runs), for `sandbench clean`: directories
+    named like a sandbox id that hold an owner file. Without `root`, only in VOLUME_ROOT when
+    it carries sandbench's mark (or is the built-in default)."""
+    if root is None:
+        base = VOLUME_ROOT
+        if paths.unsafe_dir_reason(base) is not None or not base.is_dir() or not (
+            paths.is_marked(base) or base == DEFAULT_ROOT
+        ):
+            return []
+    else:
+        base = root
     if not base.is_dir():
         return []
     found = []
     for entry in sorted(base.iterdir()):
-        if not entry.is_dir() or not entry.name.startswith(paths.PREFIX):
+        if entry.is_symlink() or not entry.is_dir() or not paths.is_sandbox_id(entry.name):
             continue
-        if not _owner_alive(entry):
+        if (entry / OWNER_FILE).is_file() and not _owner_alive(entry):
             found.append(entry)
     return found
 
 
+def leftover_items() -> list[Leftover]:
+    return [Leftover("volume", str(p), partial(remove, p)) for p in leftovers()]
+
+
 def _owner_alive(path: Path) -> bool:
+    """Whether the pid in the owner file runs; an unreadable file counts as alive (never
+    remove what cannot be judged)."""
     try:
         pid = int((path / OWNER_FILE).read_text().strip())
     except (OSError, ValueError):
-        return False
+        return True
     if pid == os.getpid():
         return True
     try:
