@@ -13,22 +13,23 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from sandbench import images, paths, procs, seccomp
-from sandbench.cleanup import remove_empty_cgroups
+from sandbench import cgroups, images, paths, procs, seccomp
+from sandbench.cgroups import remove_empty_cgroups
 from sandbench.environments import cgroup_limits
 from sandbench.environments.base import (
     IDLE_ARGV,
     Availability,
     Completed,
     Environment,
+    Leftover,
     Limits,
     Sandbox,
     SandboxSpec,
@@ -52,6 +53,105 @@ DAEMON_START_TIMEOUT = 60.0
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 PLATFORMS = ("ptrace", "systrap", "kvm")
+#: A unix socket path must fit in sun_path (108 bytes with the terminating zero).
+_SUN_PATH_MAX = 107
+
+
+def exec_root() -> Path:
+    """The exec root of the dockerd sandbench starts, under the state directory: its managed
+    containerd's socket, the shims' -address and the runtimes' state roots all lie below it,
+    which is how clean tells this daemon's processes from any other containerd's."""
+    return paths.STATE_DIR / "docker" / "exec"
+
+
+def containerd_socket() -> Path:
+    return exec_root() / "containerd" / "containerd.sock"
+
+
+def _marked_processes() -> list[psutil.Process]:
+    """Processes with an argument inside exec_root(): the daemon's containerd, its shims
+    (-address <exec root>/containerd/containerd.sock), runtimes under its state roots."""
+    mark = str(exec_root())
+    found = []
+    for pid, _name, _created, argv in procs.all_processes():
+        if pid != os.getpid() and any(a == mark or a.startswith(mark + "/") for a in argv):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                found.append(psutil.Process(pid))
+    return found
+
+
+def _owned_record() -> dict[str, Any] | None:
+    """The record of the dockerd sandbench started (state dir docker/owned), if any."""
+    state = paths.state_root_if_ours()
+    f = state / "docker" / "owned" if state else None
+    if f is None or not f.is_file():
+        return None
+    try:
+        rec = json.loads(f.read_text())
+        return rec if isinstance(rec, dict) and isinstance(rec.get("pid"), int) else {}
+    except ValueError:
+        return {}  # the old format (a bare pid) or torn: trusted for nothing
+
+
+def _same_process(pid: Any, start: Any) -> psutil.Process | None:
+    try:
+        proc = psutil.Process(int(pid))
+        return proc if abs(proc.create_time() - float(start)) < 0.01 else None
+    except (psutil.NoSuchProcess, TypeError, ValueError):
+        return None
+
+
+def owned_dockerd() -> psutil.Process | None:
+    """sandbench's dockerd, only when the record names a live process with the recorded
+    start time, called dockerd and started with the recorded config file: a stale record
+    whose pid now belongs to another daemon is not enough."""
+    rec = _owned_record()
+    if not rec:
+        return None
+    proc = _same_process(rec.get("pid"), rec.get("start"))
+    try:
+        if proc is None or proc.name() != "dockerd":
+            return None
+        return proc if procs.has_option(proc.cmdline(), "--config-file",
+                                        str(rec.get("config"))) else None
+    except psutil.Error:
+        return None
+
+
+def stop_owned_dockerd(proc: psutil.Process, timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM sandbench's dockerd; wait for it and the processes carrying its exec root's
+    mark; SIGKILL those left. Raises SandboxError naming the survivors."""
+    marked = _marked_processes()
+    with contextlib.suppress(psutil.NoSuchProcess):
+        proc.terminate()
+    _gone, alive = psutil.wait_procs([proc, *marked], timeout=timeout)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    _gone, alive = psutil.wait_procs(alive, timeout=10)
+    _forget_daemon()
+    if alive:
+        raise SandboxError(
+            f"{len(alive)} process(es) of sandbench's dockerd survived SIGKILL",
+            {"pids": [p.pid for p in alive], "dockerd_log": _log_tail()},
+        )
+
+
+def _forget_daemon() -> None:
+    """The daemon is gone: its cgroup parent (when it made it) and its records go too."""
+    state = paths.state_root_if_ours()
+    if state is None:
+        return
+    d = state / "docker"
+    if (d / "created-cgroup").exists():
+        remove_empty_cgroups("docker")
+        (d / "created-cgroup").unlink(missing_ok=True)
+    (d / "owned").unlink(missing_ok=True)
+
+
+def _log_tail() -> str:
+    state = paths.state_root_if_ours()
+    return tail_file(state / "docker" / "dockerd.log", 2000) if state else ""
 
 
 def runtime_name(platform: str) -> str:
@@ -110,6 +210,7 @@ class DockerDaemon:
             # No docker0: containers use the tool's own network, removed in close().
             "bridge": "none",
             "exec-opts": ["native.cgroupdriver=cgroupfs"],
+            "exec-root": str(exec_root()),
         }
 
     def ensure(self) -> str:
@@ -121,7 +222,13 @@ class DockerDaemon:
         if dockerd is None:
             raise SandboxError("dockerd not found; install Debian package docker.io")
         d = paths.state("docker")
-        self._had_docker_cgroup = any(Path("/sys/fs/cgroup").glob("*/docker"))
+        if len(str(containerd_socket())) > _SUN_PATH_MAX:
+            raise SandboxError(
+                f"the state directory {paths.STATE_DIR} is too long for dockerd's containerd "
+                f"socket ({containerd_socket()}); use a shorter SANDBENCH_STATE_DIR",
+                {"socket": str(containerd_socket())},
+            )
+        self._had_docker_cgroup = any((h / "docker").is_dir() for h in cgroups.hierarchies())
         if not self._had_docker_cgroup:
             # Lets `sandbench clean` remove the daemon's cgroup parent after a killed run.
             (d / "created-cgroup").write_text("")
@@ -136,7 +243,13 @@ class DockerDaemon:
             start_new_session=True,
         )
         log.close()
-        (d / "owned").write_text(str(self.owned.pid))
+        me = psutil.Process()
+        with contextlib.suppress(psutil.NoSuchProcess):  # an exit is found out just below
+            record = {"pid": self.owned.pid,
+                      "start": psutil.Process(self.owned.pid).create_time(),
+                      "config": str(cfg), "run_pid": me.pid, "run_start": me.create_time()}
+            (d / "owned.tmp").write_text(json.dumps(record))
+            (d / "owned.tmp").replace(d / "owned")
         self.started_by_us = True
         deadline = time.monotonic() + DAEMON_START_TIMEOUT
         while time.monotonic() < deadline:
@@ -202,20 +315,18 @@ class DockerDaemon:
         # Our network's bridge link would outlive the daemon: remove it while it answers.
         run_cmd(["docker", "network", "rm", NETWORK], timeout=30, check=False)
         self._network_ready = False
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.owned.pid, signal.SIGTERM)
+        owned, self.owned = self.owned, None
         try:
-            self.owned.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.owned.pid, signal.SIGKILL)
-            self.owned.wait(timeout=10)
-        self.owned = None
-        with contextlib.suppress(FileNotFoundError):
-            (paths.state("docker") / "owned").unlink()
-        if not self._had_docker_cgroup:
-            remove_empty_cgroups("docker")
-            (paths.state("docker") / "created-cgroup").unlink(missing_ok=True)
+            proc = psutil.Process(owned.pid)
+        except psutil.NoSuchProcess:
+            owned.wait(timeout=10)  # reaped below; it exited on its own
+            _forget_daemon()
+            return
+        try:
+            stop_owned_dockerd(proc)
+        finally:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                owned.wait(timeout=1)  # reap our child
 
 
 DAEMON = DockerDaemon()
@@ -318,6 +429,57 @@ class DockerEnvironment(Environment):
 
     def close(self) -> None:
         self.daemon.close()
+
+    def leftovers(self) -> list[Leftover]:
+        """Labelled containers and networks of killed runs in the daemon that answers, and
+        the dockerd sandbench started (with everything carrying its exec root's mark) when
+        the run that started it is gone. The Docker environments share one daemon: the
+        plain one lists for all. Images are a cache, like the image directory: kept."""
+        if self.platform is not None or shutil.which("docker") is None:
+            return []
+        found: list[Leftover] = []
+        live = paths.live_ids()
+        if self.daemon.server_version() is not None:
+            label = f"label={paths.DOCKER_LABEL}"
+            cp = run_cmd(["docker", "ps", "-a", "--filter", label, "--format",
+                          "{{.ID}} {{.Names}}"], timeout=30)
+            for line in cp.stdout.splitlines():
+                cid, _, name = line.partition(" ")
+                # Containers inherit the label from the tool's image: a foreign container
+                # made from it has the label too, so the name (a sandbox id) must match.
+                if cid and paths.is_sandbox_id(name) and name not in live:
+                    found.append(Leftover("docker container", f"{cid} {name}",
+                                          partial(_docker_rm, cid)))
+            cp = run_cmd(["docker", "network", "ls", "--filter", label, "--format",
+                          "{{.ID}} {{.Name}}"], timeout=30)
+            for line in cp.stdout.splitlines():
+                nid, _, name = line.partition(" ")
+                if nid and self.daemon.owned is None:  # this process's run still uses it
+                    found.append(Leftover("docker network", f"{nid} {name}",
+                                          partial(_docker_network_rm, nid)))
+        rec = _owned_record()
+        if rec is None or _same_process(rec.get("run_pid"), rec.get("run_start")):
+            return found  # none started, or the run that started it still runs
+        proc = owned_dockerd()
+        if proc is not None:
+            found.append(Leftover("dockerd", f"{proc.pid} started by sandbench",
+                                  partial(stop_owned_dockerd, proc)))
+            return found
+        for p in _marked_processes():
+            with contextlib.suppress(psutil.Error):
+                found.append(Leftover("process", f"{p.pid} {p.name()} (sandbench's dockerd)",
+                                      partial(procs.kill_exact, p.pid, p.create_time())))
+        found.append(Leftover("state", "record of sandbench's dockerd (exited)",
+                              _forget_daemon))
+        return found
+
+
+def _docker_rm(cid: str) -> None:
+    run_cmd(["docker", "rm", "--force", cid], timeout=STOP_TIMEOUT)
+
+
+def _docker_network_rm(nid: str) -> None:
+    run_cmd(["docker", "network", "rm", nid], timeout=STOP_TIMEOUT)
 
 
 class DockerSandbox(Sandbox):
@@ -465,11 +627,22 @@ class DockerSandbox(Sandbox):
     def _stop(self) -> None:
         if not self.launched:
             return
-        shims = [psutil.Process(p) for p in self._shim_pids() if _name(p)]
-        with contextlib.suppress(SandboxError):
-            run_cmd(["docker", "rm", "--force", self.name], timeout=STOP_TIMEOUT)
+        shims = []
+        for pid in self._shim_pids():
+            with contextlib.suppress(psutil.NoSuchProcess):  # exited since it was listed
+                shims.append(psutil.Process(pid))
+        argv = ["docker", "rm", "--force", self.name]
+        cp = run_cmd(argv, timeout=STOP_TIMEOUT, check=False)
+        if cp.returncode != 0 and "No such container" not in cp.stderr:
+            raise SandboxError(f"docker rm {self.name} failed: {cp.stderr.strip()[-300:]}",
+                               command_evidence(argv, cp.returncode, cp.stdout, cp.stderr))
         # `docker rm` returns before the shim has exited; a stop means nothing is left.
-        psutil.wait_procs(shims, timeout=STOP_TIMEOUT)
+        _gone, alive = psutil.wait_procs(shims, timeout=STOP_TIMEOUT)
+        if alive:
+            raise SandboxError(
+                f"containerd shim(s) of {self.name} still running {STOP_TIMEOUT:g} s after "
+                "docker rm", {"shim_pids": [p.pid for p in alive], "container": self.name,
+                              "container_id": self.container_id})
 
     def _shim_pids(self) -> list[int]:
         if not self.container_id:

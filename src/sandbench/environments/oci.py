@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from sandbench.environments.base import (
     Availability,
     Completed,
     Environment,
+    Leftover,
     Limits,
     Sandbox,
     SandboxSpec,
@@ -204,6 +207,37 @@ class OciEnvironment(Environment):
 
     def prepare(self, spec: SandboxSpec, start_timeout: float = START_TIMEOUT) -> OciSandbox:
         return OciSandbox(self, spec, start_timeout)
+
+    def leftovers(self) -> list[Leftover]:
+        """Containers in this variant's own state root, and processes whose command line
+        names that root (runsc sentries and gofers), of sandboxes no live process owns.
+        Reads only: runs `list`, creates nothing (not even the root)."""
+        state = paths.state_root_if_ours()
+        root = state / "oci" / self.name if state else None
+        if root is None or not root.is_dir():
+            return []
+        live = paths.live_ids()
+        found: list[Leftover] = []
+        path = self.binary_path()
+        if path is not None and any(root.iterdir()):
+            cmd = [path, "--root", str(root)]
+
+            def delete(cid: str) -> None:
+                run_cmd([*cmd, "delete", "--force", cid], timeout=STOP_TIMEOUT)
+
+            cp = run_cmd([*cmd, "list", "--format", "json"], timeout=30)
+            for entry in json.loads(cp.stdout or "null") or []:
+                cid = str(entry.get("id") or entry.get("ID") or "")
+                if cid and cid not in live:
+                    found.append(Leftover(
+                        "container", f"{cid} ({self.name}, {entry.get('status', '?')})",
+                        partial(delete, cid)))
+        for pid, name, created, argv in procs.all_processes():
+            if procs.has_option(argv, "--root", str(root)) and pid != os.getpid() \
+                    and not paths.ids_in(" ".join(argv)) & live:
+                found.append(Leftover("process", f"{pid} {name} ({self.name})",
+                                      partial(procs.kill_exact, pid, created)))
+        return found
 
 
 class OciSandbox(Sandbox):
