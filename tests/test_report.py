@@ -250,7 +250,7 @@ def _extras_run(tmp_path: Path) -> Path:
             recs.append(sample(e, "startup", "startup_time", base[e], "s", r))
             ramp = [{"n": n, "start_time_s": base[e] * (1 + n / 10),
                      "mem_available_mib": 20000 - n * (2 if e == "runc" else 25),
-                     "psi_some_avg10": 0.0, "private_dirty_mib": n * 1.5}
+                     "psi_some_avg10": 0.0, "private_dirty_mib": 1.5}
                     for n in range(0, 40, 5)]
             ramp_path = f"raw/{e}-density-{r}.json"
             (d / ramp_path).write_text(json.dumps(ramp))

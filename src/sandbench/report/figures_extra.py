@@ -145,7 +145,8 @@ def density_figures(run: RunData, outdir: Path) -> list[Figure]:
         vals += ys
         ax.plot(xs, ys, color=run.colour(lab), label=f"{lab} (MemAvailable)", marker=".",
                 linestyle="--" if run.emulated(lab) else "-")
-        pd = [(float(p["n"]), float(p["private_dirty_mib"]) / float(p["n"])) for p in ramp
+        # density records the mean private dirty of the last k sandboxes: already per sandbox
+        pd = [(float(p["n"]), float(p["private_dirty_mib"])) for p in ramp
               if isinstance(p.get("private_dirty_mib"), int | float) and p["n"] > 0]
         if pd:
             ax.plot([x for x, _ in pd], [y for _, y in pd], color=run.colour(lab),
