@@ -236,3 +236,18 @@ def test_realistic_scorecard_every_claim_has_a_reason(tmp_path: Path) -> None:
     verdicts = {r.id: r.verdict for r in scorecard(thin)}
     # Q3 correlates the envs' medians, the envs being its units: one round each can decide it.
     assert {v for k, v in verdicts.items() if k != "Q3"} == {INCONCLUSIVE}
+
+
+def test_claim_judged_on_its_measurable_checks_naming_the_rest() -> None:
+    """D3's shape: one check needs only Kata (absent here), another is measurable: the claim
+    gets the measurable check's verdict, with the Kata members named beside it."""
+    samples = cell("a", 1.0) + cell("b", 2.0)
+    claim = {"id": "X", "statement": "x", "check": [
+        {"bench": "b", "metric": "m", "kind": "order", "less": ["kata-fc"],
+         "greater": ["kata-qemu"]},
+        {"bench": "b", "metric": "m", **ORDER}]}
+    r = evaluate_claims(samples, [claim], Rules(), None)[0]
+    assert r.verdict == HOLDS
+    assert "kata-fc" in r.verdict_text and "not measured" in r.verdict_text
+    only_kata = {"id": "Y", "statement": "y", "check": [claim["check"][0]]}
+    assert evaluate_claims(samples, [only_kata], Rules(), None)[0].verdict == NOT_MEASURED

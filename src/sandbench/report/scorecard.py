@@ -637,7 +637,11 @@ def evaluate_claims(samples: Iterable[dict[str, Any]], claims: Sequence[dict[str
     out: list[ClaimResult] = []
     for claim in claims:
         checks = [r for chk in claim.get("check", []) for r in evaluate_check(cells, chk, rules)]
-        verdict = _combine(c.verdict for c in checks) if checks else NOT_MEASURED
+        # A claim is judged on the checks this run could measure; a check it could not
+        # (only Kata members, a block size the profile skips) is named beside the verdict,
+        # and only a claim with no measurable check at all reads "not measured".
+        judged = [c for c in checks if c.verdict != NOT_MEASURED]
+        verdict = _combine(c.verdict for c in judged) if judged else NOT_MEASURED
         missing = tuple(dict.fromkeys(e for c in checks for e in c.missing))
         emulated = tuple(e for e in dict.fromkeys(e for c in checks for e in c.emulated)
                          if e not in missing)
