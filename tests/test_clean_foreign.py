@@ -221,3 +221,20 @@ def test_teardown_fault_fails_the_cell_with_evidence_then_clean(tmp_path: Path) 
         cp2 = run_cli("clean", timeout=300)
     assert cp2.returncode == 0, cp2.stdout + cp2.stderr
     assert_same_host(before, host_state())
+
+
+def test_doctor_probes_leave_nothing() -> None:
+    """doctor with no cached verdict (as on a fresh boot) runs every probe, the gVisor KVM
+    start included, and leaves no cgroup or other leftover behind."""
+    from sandbench import cleanup
+
+    for f in paths.state("probes").glob("*.json"):
+        f.unlink()
+    before_cg = {str(p) for p in cgroups.owned_dirs()}
+    before = {str(i) for i in cleanup.find_leftovers()}
+    cp = run_cli("doctor", timeout=600)
+    assert "Traceback" not in cp.stderr, cp.stderr[-2000:]
+    new_cg = {str(p) for p in cgroups.owned_dirs()} - before_cg
+    assert not new_cg, f"doctor left cgroups: {sorted(new_cg)[:5]}"
+    new = {str(i) for i in cleanup.find_leftovers()} - before
+    assert not new, f"doctor left: {sorted(new)[:5]}"

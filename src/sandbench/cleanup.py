@@ -14,9 +14,7 @@ sandboxes never show up as "leftovers of earlier runs", and clean never removes 
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -30,11 +28,6 @@ from sandbench.environments.base import Leftover
 
 __all__ = ["CleanReport", "Leftover", "cgroup_dirs", "clean", "find_leftovers",
            "remove_empty_cgroups"]
-
-#: Prefixes of the private directories the host environment's servers get under /tmp
-#: (benchmarks/mysql.py app_layout, made with mkdtemp); narrow on purpose.
-HOST_PRIVATE_PREFIXES = ("sandbench-mysqld-", "sandbench-nginx-")
-
 
 def cgroup_dirs() -> list[Path]:
     """The tool's cgroups, children before parents, each hierarchy once (tests compare it)."""
@@ -76,7 +69,6 @@ def _process_marks() -> list[str]:
         marks.append(f"{state}/")
     if paths.is_marked(VOLUME_ROOT):
         marks.append(f"{VOLUME_ROOT}/")
-    marks += [f"{tempfile.gettempdir()}/{p}" for p in HOST_PRIVATE_PREFIXES]
     return marks
 
 
@@ -161,19 +153,6 @@ def _remove_cgroup_parent() -> None:
         raise OSError(f"still there (busy or not empty): {', '.join(left[:3])}")
 
 
-def _host_private_dirs() -> list[Leftover]:
-    found = []
-    for prefix in HOST_PRIVATE_PREFIXES:
-        for tmp in sorted(Path(tempfile.gettempdir()).glob(f"{prefix}*")):
-            # mkdtemp makes these 0700 and root's; anything else is not the tool's.
-            st = tmp.lstat()
-            if tmp.is_dir() and not tmp.is_symlink() and st.st_uid == os.getuid() \
-                    and st.st_mode & 0o077 == 0:
-                found.append(Leftover("host-environment directory", str(tmp),
-                                      partial(_rm, tmp)))
-    return found
-
-
 def _state_entries() -> list[Leftover]:
     """Bundles and VM directories of sandboxes no live process owns; owner records of dead
     processes (last: the items above are matched through them)."""
@@ -213,12 +192,14 @@ def find_leftovers() -> list[Leftover]:
         *_mounts_under_state(),
         *_cgroup_leftovers(),
         *volume.leftover_items(),
-        *_host_private_dirs(),
         *_state_entries(),
     ]
+    # Whatever a driver lists, an item naming a sandbox whose owner runs is in use.
+    live = paths.live_ids()
     unique: dict[tuple[str, str], Leftover] = {}
     for item in found:
-        unique.setdefault((item.kind, item.ident), item)
+        if not paths.ids_in(item.ident) & live:
+            unique.setdefault((item.kind, item.ident), item)
     return list(unique.values())
 
 

@@ -60,7 +60,8 @@ def _claim_slot() -> int:
         os.write(fd, str(os.getpid()).encode())
         os.close(fd)
         return slot
-    raise SandboxError("no free /30 left in 198.18.0.0/16; run `sandbench clean`")
+    raise SandboxError("no free /30 left in 198.18.0.0/16; run `sandbench clean`",
+                       {"slot_dir": str(_slot_dir()), "slots": _SLOTS})
 
 
 def _ip(args: list[str], batch: str | None = None, check: bool = True) -> int:
