@@ -356,14 +356,15 @@ def _check_resume(meta: dict[str, Any], plan: Any) -> None:
 
 
 def _warn_leftovers(console: Console) -> None:
-    """Leftover sandboxes of an earlier run poison the next one (Kata's metrics lesson)."""
-    from sandbench.cleanup import clean
+    """Leftover sandboxes of an earlier run poison the next one (Kata's metrics lesson).
+    Called before any availability probe, so nothing found can be this run's own."""
+    from sandbench.cleanup import find_leftovers
     from sandbench.study import active_runs
 
     if active_runs():
         console.print("[yellow]another sandbench run is active; skipping the leftover check")
         return
-    found = clean(dry_run=True)
+    found = find_leftovers()
     if found:
         console.print(
             f"[yellow]the host is not clean: {len(found)} leftover(s) of earlier runs "
