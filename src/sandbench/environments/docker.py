@@ -23,7 +23,7 @@ import psutil
 
 from sandbench import cgroups, images, paths, procs, seccomp
 from sandbench.cgroups import remove_empty_cgroups
-from sandbench.environments import cgroup_limits
+from sandbench.environments import cgroup_limits, oci_spec
 from sandbench.environments.base import (
     IDLE_ARGV,
     Availability,
@@ -531,7 +531,7 @@ class DockerSandbox(Sandbox):
             "--network",
             NETWORK,
             "--ulimit",
-            "nofile=20000:20000",
+            f"nofile={oci_spec.nofile_limit()}:{oci_spec.nofile_limit()}",
             "--security-opt",
             self._seccomp_opt(),
         ]

@@ -377,13 +377,23 @@ class OciSandbox(Sandbox):
         return {**got, "how": self.env.limits_applied(lim).get("how", "")}
 
     def _stop(self) -> None:
+        failed: SandboxError | None = None
         if self.created:
             with contextlib.suppress(SandboxError):
                 run_cmd([*self.direct_cmd, "kill", self.name, "KILL"], timeout=STOP_TIMEOUT,
                         check=False)
-            with contextlib.suppress(SandboxError):
+            try:
                 run_cmd([*self.direct_cmd, "delete", "--force", self.name],
                         timeout=STOP_TIMEOUT)
+            except SandboxError as exc:
+                # A container the runtime still knows is a real teardown failure: the rest is
+                # removed, then the cell fails with the evidence (clean finds the container
+                # in sandbench's state root later).
+                still = run_cmd([*self.direct_cmd, "state", self.name], timeout=STOP_TIMEOUT,
+                                check=False)
+                if still.returncode == 0:
+                    exc.evidence.setdefault("state", still.stdout[-1000:])
+                    failed = exc
         try:
             if self.link is not None:
                 net.destroy(self.link)
@@ -391,3 +401,6 @@ class OciSandbox(Sandbox):
             shutil.rmtree(self.bundle, ignore_errors=True)
             cgroups.remove_tree(self.cgroup)
             cgroups.remove_empty_cgroups()
+        if failed is not None:
+            raise SandboxError(f"{self.env.name}: removing the sandbox failed: {failed}",
+                               failed.evidence)

@@ -37,6 +37,7 @@ import psutil
 
 from sandbench import cgroups, images, paths, procs
 from sandbench.binaries import version_of
+from sandbench.environments import oci_spec
 from sandbench.environments.base import (
     IDLE_ARGV,
     Availability,
@@ -49,7 +50,12 @@ from sandbench.environments.base import (
     live_sandboxes,
     run_cmd,
 )
-from sandbench.environments.oci import OciEnvironment, Variant, hybrid_cgroup_problem
+from sandbench.environments.oci import (
+    GVISOR_DIRECT_IO_NOTE,
+    OciEnvironment,
+    Variant,
+    hybrid_cgroup_problem,
+)
 from sandbench.environments.runsc_wrap import wrapper
 from sandbench.errors import SandboxError, StepTimeout, command_evidence
 
@@ -88,8 +94,8 @@ def _owner_alive(mark: str) -> bool:
 
 
 def _nofile() -> int:
-    # The same 20000 as the Docker driver, or less where this process may not go that high.
-    return min(20000, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    # The same limit as OCI bundles and the Docker driver.
+    return oci_spec.nofile_limit()
 
 
 def _nproc() -> int:
@@ -504,7 +510,7 @@ class PodmanSandbox(Sandbox):
         self.network_path = "netstack+podman-bridge" if env.gvisor else "podman-bridge"
         if env.gvisor:
             self.direct_io = False
-            self.direct_io_note = "gVisor serves O_DIRECT reads from the sentry's page cache"
+            self.direct_io_note = GVISOR_DIRECT_IO_NOTE
 
     @property
     def address(self) -> str:
