@@ -147,6 +147,11 @@ def cmd_doctor(args: argparse.Namespace, console: Console) -> int:
             detail += f" [{facts['accel']}: {facts.get('accel_reason', '')}]"
         table.add_row(row["name"], "yes" if row["available"] else "[red]no", detail)
     console.print(table)
+    from sandbench.settings import in_effect
+
+    given = [f"{name}={value}" for name, value, by_user in in_effect() if by_user]
+    if given:
+        console.print("settings from the environment: " + ", ".join(given))
     return 0
 
 

@@ -65,7 +65,7 @@ class HostEnvironment(Environment):
         return {"cpus": limits.cpus, "memory_mib": limits.memory_mib, "how": HOW}
 
     def prepare(self, spec: SandboxSpec) -> HostSandbox:
-        return HostSandbox(spec)
+        return HostSandbox(spec, self.name)
 
     def leftovers(self) -> list[Leftover]:
         """Scratch directories and transient cgroups of host sandboxes a killed run left:
@@ -117,8 +117,8 @@ class HostSandbox(Sandbox):
     volume_kind = "host-directory"
     folded_phases = {"create": "start"}
 
-    def __init__(self, spec: SandboxSpec) -> None:
-        super().__init__(paths.new_id(), "host")
+    def __init__(self, spec: SandboxSpec, env_name: str = "host") -> None:
+        super().__init__(paths.new_id(), env_name)
         self.spec = spec
         self.proc: subprocess.Popen[bytes] | None = None
         self.cgroup = f"{cgroups.BASE}/{self.name}"

@@ -1,0 +1,142 @@
+"""The seams hold: an environment registered from a test (no other module touched) appears in
+doctor, runs a benchmark, gets a colour of its own in the report and has its leftovers removed
+by clean; and the package has no import cycle."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sandbench import paths
+from sandbench.cli import main
+from sandbench.environments import registry
+from sandbench.environments.base import Leftover
+from sandbench.environments.host import HostEnvironment
+from sandbench.results import read_samples
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "sandbench"
+
+
+class ExtEnvironment(HostEnvironment):
+    """A new environment as a third party would add it: its own name, description and
+    leftovers (directories it marks with an owner file)."""
+
+    name = "ext-test"
+    description = "an environment registered by a test"
+    family = "container"
+    root: Path = Path("/nonexistent")
+
+    def leftovers(self) -> list[Leftover]:
+        out = []
+        for d in sorted(self.root.glob("sb*")):
+            if (d / "owner").is_file() and paths.is_sandbox_id(d.name):
+                out.append(Leftover("directory", str(d),
+                                    lambda d=d: shutil.rmtree(d)))  # type: ignore[misc]
+        return out
+
+
+@pytest.fixture
+def ext(tmp_path: Path) -> Iterator[type[ExtEnvironment]]:
+    root = tmp_path / "ext-state"
+    root.mkdir()
+    ExtEnvironment.root = root
+    registry.register("ext-test", ExtEnvironment)
+    try:
+        yield ExtEnvironment
+    finally:
+        registry.unregister("ext-test")
+
+
+@pytest.mark.runtime
+def test_registered_environment_everywhere(ext: type[ExtEnvironment], tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert "ext-test" in registry.names()
+    assert main(["doctor"]) == 0
+    doctor = capsys.readouterr().out
+    assert "ext-test" in doctor
+
+    out = tmp_path / "run"
+    rc = main(["run", "--env", "host,ext-test", "--bench", "syscall", "--rounds", "2",
+               "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    values = [s["value"] for s in read_samples(out)
+              if s["env"] == "ext-test" and s["metric"] == "getpid_latency"]
+    assert len(values) == 2 and all(v > 0 for v in values)
+
+    from sandbench.report.envinfo import colours
+
+    palette = colours(["host", "ext-test"])
+    assert palette["ext-test"] != palette["host"]
+    html = (out / "report.html").read_text()
+    assert "ext-test" in html and palette["ext-test"].lower() in html.lower()
+
+    # Its leftovers (marked) go; a look-alike without the mark stays.
+    mine = ext.root / paths.new_id()
+    mine.mkdir()
+    (mine / "owner").write_text("1")
+    foreign = ext.root / paths.new_id()
+    foreign.mkdir()
+    capsys.readouterr()
+    assert main(["clean"]) == 0
+    cleaned = capsys.readouterr().out
+    assert str(mine) in cleaned
+    assert not mine.exists() and foreign.exists()
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(SRC.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """sandbench modules imported at module level (what runs on import)."""
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("sandbench")}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")
+                base = ".".join(up[: len(up) - node.level + 1] + ([base] if base else []))
+            if base.startswith("sandbench"):
+                # A package is initialised before its modules: importing from one's own
+                # ancestor package depends on the names imported, not on its __init__.
+                if not module.startswith(base + "."):
+                    found.add(base)
+                found |= {f"{base}.{a.name}" for a in node.names}
+    return found
+
+
+def test_no_import_cycle() -> None:
+    modules = {_module_name(p): p for p in SRC.rglob("*.py")}
+    graph = {m: {i for i in _imports(p, m) if i in modules and i != m}
+             for m, p in modules.items()}
+    seen: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        seen[m] = 1
+        stack.append(m)
+        for n in sorted(graph[m]):
+            if seen.get(n) == 1:
+                cycle = stack[stack.index(n):] + [n]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if n not in seen:
+                visit(n)
+        stack.pop()
+        seen[m] = 2
+
+    for m in sorted(graph):
+        if m not in seen:
+            visit(m)
+    assert len(graph) > 50  # the walk saw the package
