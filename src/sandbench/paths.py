@@ -26,10 +26,11 @@ from pathlib import Path
 
 import psutil
 
+from sandbench import settings
 from sandbench.errors import UsageError
 
-STATE_DIR = Path(os.environ.get("SANDBENCH_STATE_DIR", "/run/sandbench"))
-CACHE_DIR = Path(os.environ.get("SANDBENCH_CACHE_DIR", "/var/cache/sandbench"))
+STATE_DIR = Path(str(settings.value("SANDBENCH_STATE_DIR")))
+CACHE_DIR = Path(str(settings.value("SANDBENCH_CACHE_DIR")))
 DEFAULT_STATE_DIR = Path("/run/sandbench")
 
 #: Prefix of container ids, namespace names and link names the tool creates.

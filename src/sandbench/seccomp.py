@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import re
 from collections.abc import Iterable
@@ -21,7 +20,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-PROFILE = Path(os.environ.get("SANDBENCH_SECCOMP_PROFILE", "/usr/share/containers/seccomp.json"))
+from sandbench import settings
+
+PROFILE = Path(str(settings.value("SANDBENCH_SECCOMP_PROFILE")))
 PACKAGE = "golang-github-containers-common"
 
 #: uname machine -> (Go architecture name used by the profile's conditions, libseccomp name).

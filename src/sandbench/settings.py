@@ -45,6 +45,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SANDBENCH_FC_KERNEL", None,
             "a guest kernel for Firecracker with virtio-mmio built in"),
     Setting("SANDBENCH_KATA_CONFIG_DIR", None, "directory of Kata's configuration files"),
+    Setting("SANDBENCH_CHROMIUM", "/usr/bin/chromium",
+            "the browser that renders the report for its check and screenshot"),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

@@ -30,12 +30,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sandbench import paths
+from sandbench import paths, settings
 from sandbench.environments.base import Leftover
 from sandbench.errors import SandboxError, UsageError
 
 DEFAULT_ROOT = Path("/var/lib/sandbench/volumes")
-VOLUME_ROOT = Path(os.environ.get("SANDBENCH_VOLUME_DIR", str(DEFAULT_ROOT)))
+VOLUME_ROOT = Path(settings.value("SANDBENCH_VOLUME_DIR") or str(DEFAULT_ROOT))
 #: File systems that hold data in memory: a disk benchmark on them measures RAM.
 MEMORY_FS = frozenset({"tmpfs", "ramfs", "devtmpfs", "hugetlbfs"})
 _ALIGN = 4096

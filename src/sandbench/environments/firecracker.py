@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from sandbench import images
+from sandbench import images, settings
 from sandbench.binaries import version_of
 from sandbench.environments.base import Availability, SandboxSpec, run_cmd
 from sandbench.errors import SandboxError
@@ -40,14 +40,14 @@ BASE_BOOT_ARGS = ["console=ttyS0", "reboot=k", "panic=1", "pci=off"]
 
 
 def firecracker_path() -> str | None:
-    env = os.environ.get("SANDBENCH_FIRECRACKER")
+    env = settings.value("SANDBENCH_FIRECRACKER")
     if env:
         return env if os.access(env, os.X_OK) else None
     return shutil.which("firecracker")
 
 
 def guest_kernel() -> Path | None:
-    env = os.environ.get("SANDBENCH_FC_KERNEL")
+    env = settings.value("SANDBENCH_FC_KERNEL")
     return Path(env) if env and Path(env).is_file() else None
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import psutil
 
-from sandbench import images, net, paths, procs
+from sandbench import images, net, paths, procs, settings
 from sandbench.environments.base import (
     IDLE_ARGV,
     Availability,
@@ -72,7 +72,7 @@ KATA_VARIANTS = [
 
 
 def config_dirs() -> list[Path]:
-    env = os.environ.get("SANDBENCH_KATA_CONFIG_DIR")
+    env = settings.value("SANDBENCH_KATA_CONFIG_DIR")
     return ([Path(env)] if env else []) + CONFIG_DIRS
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import html as html_lib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -19,7 +18,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-CHROMIUM = os.environ.get("SANDBENCH_CHROMIUM", "/usr/bin/chromium")
+from sandbench import settings
+
+CHROMIUM = str(settings.value("SANDBENCH_CHROMIUM"))
 WIDTH, HEIGHT = 1280, 800  # a laptop's first screen
 
 # Runs first in <head>, so it sees every error and failed image, then reports on load.

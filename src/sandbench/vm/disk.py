@@ -16,7 +16,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from sandbench import images, paths
+from sandbench import images, paths, settings
 from sandbench.errors import SandboxError
 from sandbench.vm.initramfs import agent_binary, agent_source
 
@@ -172,7 +172,7 @@ def volume_disk(volume: Path, sandbox_id: str, size_mib: int | None) -> Path:
     benchmark chose, never the tmpfs state directory), size_mib big (default DEFAULT_DATA_GIB
     or SANDBENCH_VM_DATA_GIB). Sparse, so the check is against what the guest may write."""
     if size_mib is None:
-        size_mib = int(os.environ.get("SANDBENCH_VM_DATA_GIB", DEFAULT_DATA_GIB)) << 10
+        size_mib = int(settings.value("SANDBENCH_VM_DATA_GIB") or DEFAULT_DATA_GIB) << 10
     st = os.statvfs(volume)
     free_mib = st.f_bavail * st.f_frsize >> 20
     if size_mib > free_mib:

@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandbench import paths
+from sandbench import paths, settings
 from sandbench.errors import SandboxError
 
 META_PACKAGE = "linux-image-cloud-amd64"
@@ -57,7 +57,7 @@ def _run(argv: list[str], timeout: float, cwd: Path | None = None) -> str:
 def package_name() -> str:
     """The kernel package to use: pinned by the environment, or the meta package's dependency,
     or the newest cached one when apt cannot answer."""
-    pinned = os.environ.get("SANDBENCH_VM_KERNEL_PACKAGE")
+    pinned = settings.value("SANDBENCH_VM_KERNEL_PACKAGE")
     if pinned:
         if not _PKG_RE.match(pinned):
             raise SandboxError(

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sandbench import settings
 from sandbench.binaries import version_of
 from sandbench.environments import probe_cache
 from sandbench.environments.base import Availability
@@ -129,7 +130,7 @@ def accel() -> Accel:
     global _ACCEL
     if _ACCEL is not None:
         return _ACCEL
-    forced = os.environ.get("SANDBENCH_QEMU_ACCEL", "").strip().lower()
+    forced = (settings.value("SANDBENCH_QEMU_ACCEL") or "").lower()
     if forced in ("tcg", "kvm"):
         _ACCEL = Accel(forced, f"forced by SANDBENCH_QEMU_ACCEL={forced}")
         return _ACCEL

@@ -27,7 +27,7 @@ from typing import Any
 
 import psutil
 
-from sandbench import paths, vmnet
+from sandbench import paths, settings, vmnet
 from sandbench.environments.base import (
     IDLE_ARGV,
     Completed,
@@ -77,7 +77,7 @@ class AgentVmEnvironment(Environment):
     def boot_timeout_s(self) -> float:
         """Bound on a boot (launch until the guest answers); SANDBENCH_VM_BOOT_TIMEOUT
         overrides it (systemd under TCG takes tens of seconds)."""
-        return float(os.environ.get("SANDBENCH_VM_BOOT_TIMEOUT", self.default_boot_timeout_s))
+        return float(settings.value("SANDBENCH_VM_BOOT_TIMEOUT") or self.default_boot_timeout_s)
 
     def guest_memory_mib(self, limits: Limits) -> int:
         return limits.memory_mib or self.default_memory_mib
