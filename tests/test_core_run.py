@@ -69,9 +69,19 @@ def test_samples_sane(core_run: dict[str, Any], env: str) -> None:
     assert not failures, failures
     startup = _values(out, env, "startup", "startup_time")
     assert len(startup) == 2 and all(0 < v < 60 for v in startup)
+    phases = [_values(out, env, "startup", f"phase_{p}") for p in
+              ("prepare", "create", "start", "network")]
+    for i, total in enumerate(startup):  # the phases add up to startup_time
+        assert abs(sum(ph[i] for ph in phases) - total) < 1e-3
     assert all(v >= 0 for v in _values(out, env, "startup", "teardown_time"))
     dirty = _values(out, env, "memory", "private_dirty")
-    per_round = 3 if environment.family == "vm" else 10  # the quick profile's counts
+    from sandbench.benchmarks.memory import sandbox_count
+    from sandbench.environments.base import Limits
+
+    meta = read_meta(out)
+    lim = meta["plan"]["limits"]
+    per_round, _ = sandbox_count(environment, Limits(lim["cpus"], lim["memory_mib"]),
+                                 meta["plan"]["params"]["memory"])
     assert len(dirty) == 2 * per_round and all(v > 0 for v in dirty)
     pss = _values(out, env, "memory", "pss")
     assert all(p > 0 for p in pss)
