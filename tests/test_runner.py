@@ -299,3 +299,27 @@ def test_measurement_kinds_validated(bad: str) -> None:
         assert Measurement.rate("x", 1.0, "1/s").direction == "higher"
         assert Measurement.count("errors", 0.0).direction == "lower"
         assert Measurement("x", 1.0, "s", kind="rate", direction="lower").direction == "lower"
+
+
+class TwoMetricBench(NoiseBench):
+    """A quiet headline metric beside a wildly varying side metric (a start's phase)."""
+
+    converge_on = ("t",)
+
+    @contextmanager
+    def session(self, env: Environment, ctx: RunContext,
+                params: dict[str, Any]) -> Iterator[RoundFn]:
+        with super().session(env, ctx, params) as one:
+            def two(rnd: int) -> list[Measurement]:
+                side = Measurement.time("side", self.rng.uniform(0.0, 1.0), "s")
+                return [*one(rnd), side]
+
+            yield two
+
+
+def test_convergence_judged_on_the_headline_metric(tmp_path: Path) -> None:
+    out = _run(tmp_path, [FakeEnv("q")], TwoMetricBench({"q": 0.001}), budget_s=600)
+    assert _ends(out)["q"]["stop_reason"] == "converged"
+    assert _ends(out)["q"]["rounds"] == 5
+    plain = NoiseBench({"q": 0.001})
+    assert plain.converge_on == ()

@@ -147,13 +147,15 @@ class Plan:
             },
             "adaptive": {
                 "rule": "after the minimum rounds, a cell gets more rounds until every "
-                "median's 95 % bootstrap interval is within +-target of it (metrics of kind "
-                + "/".join(CONVERGING_KINDS) + "), its max_rounds, or its benchmark's share "
+                "median's 95 % bootstrap interval is within +-target of it (the benchmark's "
+                "converge_on metrics, else those of kind " + "/".join(CONVERGING_KINDS)
+                + "), its max_rounds, or its benchmark's share "
                 "of the remaining budget (the remaining time split evenly over the "
                 "benchmarks not yet run)",
                 "target_rel_halfwidth": self.target_rel_halfwidth,
                 "budget_s": self.budget,
             },
+            "converge_on": {b.name: list(b.converge_on) for b in self.benches},
             "seed": self.seed,
             "order": "environments shuffled every round with random.Random(seed + round)",
             "isolation": "other environments' sandboxes frozen (SIGSTOP or the runtime's "
@@ -467,7 +469,7 @@ class Runner:
                 c = cells.get(smp["env"])
                 if c is not None and smp["bench"] == bench.name:
                     self._keep(c, smp.get("metric", ""), smp.get("params") or {},
-                               smp.get("kind", ""), float(smp["value"]))
+                               smp.get("kind", ""), float(smp["value"]), bench.converge_on)
         flags = {e.name: e.flags() for e in self.plan.envs}
 
         def fail(env: Environment, rnds: list[int], exc: BaseException, what: str = "") -> None:
@@ -556,7 +558,9 @@ class Runner:
 
     @staticmethod
     def _keep(c: _CellState, metric: str, params: dict[str, Any], kind: str,
-              value: float) -> None:
+              value: float, converge_on: tuple[str, ...] = ()) -> None:
+        if converge_on and metric not in converge_on:
+            return
         if kind and kind not in CONVERGING_KINDS:
             return
         from sandbench.stats import params_key
@@ -609,6 +613,6 @@ class Runner:
                 env=env.name, bench=bench.name, metric=m.metric, value=float(m.value),
                 unit=m.unit, round=rnd, params=m.params, timestamp=stamp, raw=m.raw,
                 flags=sample_flags, extra=extra, kind=m.kind, direction=m.direction))
-            self._keep(c, m.metric, m.params, m.kind, float(m.value))
+            self._keep(c, m.metric, m.params, m.kind, float(m.value), bench.converge_on)
         journal.append_many(samples)
         progress.advance(task)

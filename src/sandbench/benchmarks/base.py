@@ -63,6 +63,10 @@ class Benchmark(ABC):
     profiles: dict[str, dict[str, Any]] = {}
     #: Part of a study that names no benchmarks (False: run only when named, e.g. density).
     default: bool = True
+    #: The metrics whose medians' intervals decide when a cell has enough adaptive rounds
+    #: (the headline ones: a start's phases or a rare-event count would never settle and keep
+    #: every cell running to its cap); empty = every metric of a converging kind.
+    converge_on: tuple[str, ...] = ()
 
     def params(self, profile: str) -> dict[str, Any]:
         return dict(self.profiles[profile])

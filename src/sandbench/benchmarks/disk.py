@@ -116,6 +116,7 @@ def latency_extra(job: FioJob) -> dict[str, Any]:
 
 class Disk(Benchmark):
     name = "disk"
+    converge_on = ("latency",)
     description = "fio O_DIRECT latency, bandwidth and IOPS on a dedicated volume"
     image = "full"
     profiles = {

@@ -60,6 +60,7 @@ def footprint(sb: Sandbox) -> procs.MemUse:
 
 class Memory(Benchmark):
     name = "memory"
+    converge_on = ("private_dirty",)
     description = "private dirty and PSS memory per idle sandbox (MiB)"
     profiles = {
         # "rounds" is the minimum per cell (claims test at n >= 5), "max_rounds" the cap of

@@ -45,6 +45,7 @@ def measure(sb: Sandbox, calls: int, timeout: float) -> tuple[Completed, int, in
 
 class Syscall(Benchmark):
     name = "syscall"
+    converge_on = ("getpid_latency",)
     description = "getpid latency inside the sandbox (ns per call)"
     profiles = {
         # "rounds" is the minimum per cell (claims test at n >= 5), "max_rounds" the cap of
