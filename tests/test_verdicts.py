@@ -251,3 +251,14 @@ def test_claim_judged_on_its_measurable_checks_naming_the_rest() -> None:
     assert "kata-fc" in r.verdict_text and "not measured" in r.verdict_text
     only_kata = {"id": "Y", "statement": "y", "check": [claim["check"][0]]}
     assert evaluate_claims(samples, [only_kata], Rules(), None)[0].verdict == NOT_MEASURED
+
+
+def test_page_cache_disk_numbers_decide_nothing() -> None:
+    """gVisor's O_DIRECT stops at its own page cache: its disk samples are flagged and a disk
+    claim is judged without them, naming why."""
+    fast = cell("a", 1.0)
+    for s in fast:
+        s["flags"] = ["page_cache"]
+    r = judge(fast + cell("b", 2.0), ORDER)
+    assert r.verdict == NOT_MEASURED
+    assert "a (page cache)" in r.verdict_text

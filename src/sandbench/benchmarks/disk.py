@@ -44,9 +44,10 @@ DATA_FILE = "sandbench-fio"
 MARGIN_MIB = 64
 #: What the claims of the paper need in the quick profile: all patterns at 16k, and the
 #: ends of the block-size range (1m) where a claim follows the block size.
+# The 16 KiB column of every pattern (D1-D4's first checks) and 1 MiB sequential write (D2's
+# "the gap halves at 1 MB"): what the quick profile can afford at 5 rounds.
 QUICK_JOBS = [["seqread", "16k"], ["seqwrite", "16k"], ["seqwrite", "1m"],
-              ["randread", "16k"], ["randread", "1m"], ["randwrite", "16k"],
-              ["randwrite", "1m"]]
+              ["randread", "16k"], ["randwrite", "16k"]]
 
 
 def need_bytes(size_mib: int) -> int:

@@ -149,6 +149,8 @@ class Sandbox(ABC):
         self.env_name = env_name
         self._stopped = False
         self._frozen = False
+        self._native_paused = False
+        self._signalled = False
         #: perf_counter_ns marks set by the driver during launch ("created", "started").
         self.marks: dict[str, int] = {}
         with _LIVE_LOCK:
@@ -174,24 +176,47 @@ class Sandbox(ABC):
         """The sandbox's state as its runtime reports it, for a failure's evidence."""
         return ""
 
+    #: Also stop the host processes with SIGSTOP after the runtime's own pause: gVisor's
+    #: sentry keeps running while paused (timers, netstack: about 3 % of a core each on
+    #: systrap here), which would disturb the environment being measured.
+    stop_after_pause: bool = False
+
+    def _pause(self) -> bool:
+        """The runtime's own pause (runc/runsc pause, docker/podman pause, QMP stop); True
+        when it paused. The default has none: freeze() then stops the processes itself."""
+        return False
+
+    def _resume(self) -> None:  # noqa: B027 - the default pause does nothing to undo
+        """Undo _pause()."""
+
     def freeze(self) -> None:
-        """Stop every host process of this sandbox from running (SIGSTOP), so that it takes
-        no CPU while another environment is measured. Drivers with a native pause
-        (runc/runsc pause, docker pause, QEMU stop) may override."""
+        """Keep this sandbox from running while another environment is measured: the
+        runtime's own pause where it has one, and SIGSTOP of every host process where it has
+        none, where the pause failed, or where a paused sandbox still runs
+        (stop_after_pause)."""
         if self._frozen or self._stopped:
             return
+        try:
+            self._native_paused = self._pause()
+        except Exception:  # noqa: BLE001 - fall back to signals, which every sandbox takes
+            self._native_paused = False
         self._frozen = True
-        for pid in self._pids_quiet():
-            with contextlib.suppress(psutil.Error):
-                psutil.Process(pid).suspend()
+        self._signalled = not self._native_paused or self.stop_after_pause
+        if self._signalled:
+            for pid in self._pids_quiet():
+                with contextlib.suppress(psutil.Error):
+                    psutil.Process(pid).suspend()
 
     def thaw(self) -> None:
         if not self._frozen:
             return
         self._frozen = False
-        for pid in self._pids_quiet():
-            with contextlib.suppress(psutil.Error):
-                psutil.Process(pid).resume()
+        if self._signalled:
+            for pid in self._pids_quiet():
+                with contextlib.suppress(psutil.Error):
+                    psutil.Process(pid).resume()
+        if self._native_paused:
+            self._resume()
 
     @property
     def frozen(self) -> bool:

@@ -496,6 +496,7 @@ class DockerSandbox(Sandbox):
         if env.platform is not None:
             self.direct_io = False
             self.direct_io_note = GVISOR_DIRECT_IO_NOTE
+            self.stop_after_pause = True  # a paused sentry still runs
 
     @property
     def address(self) -> str:
@@ -591,16 +592,13 @@ class DockerSandbox(Sandbox):
 
     # docker pause: the cgroup freezer for runc, `runsc pause` through the shim for gVisor.
     # SIGSTOP of host_pids would also stop the containerd shim and leave docker hanging.
-    def freeze(self) -> None:
-        if self._frozen or self._stopped or not self.container_id:
-            return
+    def _pause(self) -> bool:
+        if not self.container_id:
+            return False
         run_cmd(["docker", "pause", self.name], timeout=STOP_TIMEOUT)
-        self._frozen = True
+        return True
 
-    def thaw(self) -> None:
-        if not self._frozen:
-            return
-        self._frozen = False
+    def _resume(self) -> None:
         run_cmd(["docker", "unpause", self.name], timeout=STOP_TIMEOUT)
 
     def limits_enforced(self) -> dict[str, Any]:

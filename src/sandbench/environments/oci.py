@@ -252,6 +252,7 @@ class OciSandbox(Sandbox):
         if gvisor:
             self.direct_io = False
             self.direct_io_note = GVISOR_DIRECT_IO_NOTE
+            self.stop_after_pause = True  # a paused sentry still runs
         # Everything _stop() looks at exists before anything is created, so an interrupt
         # (Ctrl-C lands anywhere) at any point below still cleans up what was made.
         self.link: net.Link | None = None
@@ -357,16 +358,13 @@ class OciSandbox(Sandbox):
 
     # The runtimes' own pause: runc/crun freeze the container's cgroup (atomic, no race with
     # a fork, and its processes see no SIGSTOP); runsc pauses every task in the sentry.
-    def freeze(self) -> None:
-        if self._frozen or self._stopped or not self.created:
-            return
+    def _pause(self) -> bool:
+        if not self.created:
+            return False
         run_cmd([*self.direct_cmd, "pause", self.name], timeout=PAUSE_TIMEOUT)
-        self._frozen = True
+        return True
 
-    def thaw(self) -> None:
-        if not self._frozen:
-            return
-        self._frozen = False
+    def _resume(self) -> None:
         run_cmd([*self.direct_cmd, "resume", self.name], timeout=PAUSE_TIMEOUT)
 
     def limits_enforced(self) -> dict[str, Any]:

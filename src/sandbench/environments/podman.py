@@ -506,11 +506,11 @@ class PodmanSandbox(Sandbox):
         self.cmd = env.command()
         self.container_id: str | None = None
         self.launched = False
-        self._paused = False
         self.network_path = "netstack+podman-bridge" if env.gvisor else "podman-bridge"
         if env.gvisor:
             self.direct_io = False
             self.direct_io_note = GVISOR_DIRECT_IO_NOTE
+            self.stop_after_pause = True  # a paused sentry still runs
 
     @property
     def address(self) -> str:
@@ -618,28 +618,16 @@ class PodmanSandbox(Sandbox):
             return None
         return pid or None
 
-    def freeze(self) -> None:
+    def _pause(self) -> bool:
         # podman pause freezes the container's cgroup (cgroup v1 freezer; runsc pause for
-        # gVisor); conmon stays runnable but idle. Fall back to SIGSTOP if it refuses.
-        if self._frozen or self._stopped or not self.launched:
-            return
+        # gVisor); conmon stays runnable but idle. SIGSTOP (the base's) if it refuses.
+        if not self.launched:
+            return False
         cp = run_cmd([*self.cmd, "pause", self.name], timeout=STOP_TIMEOUT, check=False)
-        if cp.returncode == 0:
-            self._frozen = True
-            self._paused = True
-        else:
-            self._paused = False
-            super().freeze()
+        return cp.returncode == 0
 
-    def thaw(self) -> None:
-        if not self._frozen:
-            return
-        if self._paused:
-            self._frozen = False
-            self._paused = False
-            run_cmd([*self.cmd, "unpause", self.name], timeout=STOP_TIMEOUT, check=False)
-        else:
-            super().thaw()
+    def _resume(self) -> None:
+        run_cmd([*self.cmd, "unpause", self.name], timeout=STOP_TIMEOUT, check=False)
 
     def _stop(self) -> None:
         if not self.launched:

@@ -4,6 +4,7 @@ benchmark (a heatmap table), and the run's verdict on its own quality."""
 from __future__ import annotations
 
 import math
+import statistics
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -132,6 +133,37 @@ def heatmap(run: RunData) -> dict[str, Any]:
 # --- quality ---------------------------------------------------------------------------------
 
 
+#: Above this CoV a start's variance is traced to the phase that carries it.
+STARTUP_COV = 0.10
+PHASE_METRICS = ("phase_prepare", "phase_create", "phase_start", "phase_network")
+
+
+def startup_variance_causes(run: RunData) -> list[str]:
+    """For every environment whose startup_time varies by more than STARTUP_COV, the phase
+    that carries most of that variance and the values it takes (a bimodal create, quantized
+    by the kernel's scheduling, shows as two clusters): the cause, named from the data."""
+    out = []
+    for c in run.cells:
+        if c.bench != "startup" or c.metric != "startup_time" or not math.isfinite(c.cov):
+            continue
+        if c.cov <= STARTUP_COV:
+            continue
+        by_phase: dict[str, list[float]] = {}
+        for smp in run.samples:
+            if smp["env"] == c.env and smp["bench"] == "startup" and smp["metric"] in PHASE_METRICS:
+                by_phase.setdefault(smp["metric"], []).append(float(smp["value"]))
+        spread = {m: statistics.pvariance(v) for m, v in by_phase.items() if len(v) > 1}
+        if not spread:
+            continue
+        top = max(spread, key=lambda m: spread[m])
+        share = spread[top] / max(sum(spread.values()), 1e-18)
+        vals = sorted(by_phase[top])
+        lo, hi = vals[0] * 1000, vals[-1] * 1000
+        out.append(f"{c.env} startup CoV {c.cov:.0%}: {share:.0%} of its variance is in "
+                   f"{top.removeprefix('phase_')} ({lo:.3g} to {hi:.3g} ms)")
+    return out
+
+
 def quality(run: RunData) -> tuple[str, str]:
     """(verdict word, one short paragraph) on the run's own quality."""
     parts: list[str] = []
@@ -152,6 +184,9 @@ def quality(run: RunData) -> tuple[str, str]:
     if high_cov:
         parts.append(f"{len(high_cov)} of {n_cells} cells vary by more than "
                      f"{stats.NOISY_COV:.0%} (CoV)")
+    causes = startup_variance_causes(run)
+    if causes:
+        parts.append("where starts vary: " + "; ".join(causes))
     if thin:
         parts.append(f"{len(thin)} of {n_cells} cells have fewer than {stats.THIN_N} samples, "
                      "too few for a test at p < 0.01")

@@ -204,7 +204,6 @@ class AgentVmSandbox(Sandbox):
         self.boot_timeout_s = env.boot_timeout_s
         self.memory_mib = env.guest_memory_mib(spec.limits)
         self.vcpus = env.guest_vcpus(spec.limits)
-        self._signal_frozen = False
         try:
             t0 = time.perf_counter_ns()
             self.prepare_vmm()
@@ -337,26 +336,18 @@ class AgentVmSandbox(Sandbox):
         rc = self.proc.poll()
         return f"{self.vmm} pid {self.proc.pid} " + ("running" if rc is None else f"exited {rc}")
 
-    def freeze(self) -> None:
-        """The VMM's own pause (vCPUs stopped, guest clock handled by the VMM); signals only
-        when the VMM does not answer."""
-        if self._frozen or self._stopped or not self._alive():
-            return
+    def _pause(self) -> bool:
+        """The VMM's own pause (vCPUs stopped, guest clock handled by the VMM); the base
+        falls back to signals when the VMM does not answer."""
+        if not self._alive():
+            return False
         try:
             self.vmm_pause()
-            self._frozen = True
         except (OSError, SandboxError):
-            self._signal_frozen = True
-            super().freeze()
+            return False
+        return True
 
-    def thaw(self) -> None:
-        if not self._frozen:
-            return
-        if self._signal_frozen:
-            self._signal_frozen = False
-            super().thaw()
-            return
-        self._frozen = False
+    def _resume(self) -> None:
         if self._alive():
             self.vmm_resume()
 
