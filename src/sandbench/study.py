@@ -54,8 +54,8 @@ PROFILES = ("quick", "paper")
 EMULATED_QUICK_ROUNDS = 3
 #: Relative half-width of a median's 95 % interval at which a cell stops early, per profile.
 TARGET_REL_HALFWIDTH = {"quick": 0.05, "paper": 0.02}
-#: The study's time budget per profile (seconds; None = unbounded): extra rounds stop there. The quick
-#: profile's minimum rounds take about 5 minutes of it on our 2-core machine.
+#: The study's time budget per profile (seconds; None = unbounded): extra rounds stop there,
+#: the minimum rounds always run (so a study can end somewhat past its budget).
 DEFAULT_BUDGET_S: dict[str, float | None] = {"quick": 14 * 60.0, "paper": None}
 #: Memory every sandbox may use, per profile (the paper gave each environment 2 GB).
 MEMORY_MIB = {"quick": 2048, "paper": 2048}
