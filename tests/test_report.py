@@ -398,3 +398,29 @@ def test_real_small_run_renders_in_chromium(tmp_path: Path) -> None:
     assert assert_renders(html, tmp_path) >= 2
     text = html.read_text()
     assert "runc" in text[text.index('id="summary"'):text.index('id="scorecard"')]
+
+
+def test_quality_names_where_a_start_varies(tmp_path: Path) -> None:
+    """A bimodal create phase (33 or 64 ms) makes startup_time vary by ~20 %: the quality
+    paragraph names that phase as the cause."""
+    from sandbench.report.model import load_run
+    from sandbench.report.summary import quality
+    from sandbench.results import Journal, Sample, write_meta
+
+    out = tmp_path / "run"
+    out.mkdir()
+    write_meta(out, {"profile": "quick", "plan": {"envs": ["host", "runc"],
+                                                 "benches": ["startup"]},
+                     "host": {}, "environments": {}, "baseline": "host"})
+    with Journal(out) as j:
+        for r in range(8):
+            create = 0.064 if r % 3 else 0.033
+            phases = {"phase_prepare": 0.015, "phase_create": create, "phase_start": 0.006,
+                      "phase_network": 0.0}
+            for env in ("host", "runc"):
+                ph = phases if env == "runc" else {k: 0.001 for k in phases}
+                for m, v in {**ph, "startup_time": sum(ph.values())}.items():
+                    j.append(Sample(env, "startup", m, v, "s", r, {}, "t", kind="time",
+                                    direction="lower"))
+    text = quality(load_run(out))[1]
+    assert "runc startup CoV" in text and "is in create (33 to 64 ms)" in text

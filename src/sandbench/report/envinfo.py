@@ -42,6 +42,13 @@ def registry_benches() -> tuple[tuple[str, str, str | None], ...]:
                   getattr(b, "headline", None)) for b in all_benchmarks())
 
 
+def converge_metrics() -> dict[str, tuple[str, ...]]:
+    """Each registered benchmark's headline metrics (its converge_on)."""
+    from sandbench.benchmarks.registry import all_benchmarks
+
+    return {b.name: tuple(b.converge_on) for b in all_benchmarks()}
+
+
 def known_env_names() -> tuple[str, ...]:
     return tuple(n for n, _ in registry_envs())
 

@@ -164,6 +164,41 @@ def startup_variance_causes(run: RunData) -> list[str]:
     return out
 
 
+def noisy_round_causes(run: RunData) -> list[str]:
+    """For the system-call latency of every environment (the paper's most load-sensitive
+    number) whose CoV is above STARTUP_COV, emulated ones aside: whether its rounds flagged
+    noisy carry the spread (the quiet ones alone vary less) or it varies on its own."""
+    from sandbench.report.envinfo import converge_metrics
+
+    heads = converge_metrics()
+    out = []
+    for c in run.cells:
+        if c.bench != "syscall" or c.metric not in heads.get(c.bench, ()):
+            continue
+        if "emulated" in c.flags:
+            continue
+        if not math.isfinite(c.cov) or c.cov <= STARTUP_COV:
+            continue
+        quiet = [float(smp["value"]) for smp in run.samples
+                 if smp["env"] == c.env and smp["bench"] == c.bench
+                 and smp["metric"] == c.metric and "noisy" not in (smp.get("flags") or [])]
+        n_noisy = c.n - len(quiet)
+        if n_noisy and len(quiet) >= 2 and statistics.mean(quiet) > 0:
+            qcov = statistics.stdev(quiet) / statistics.mean(quiet)
+            if qcov <= STARTUP_COV:
+                out.append(f"{c.env} {c.cov:.0%} (its {n_noisy} noisy rounds; quiet ones "
+                           f"{qcov:.0%})")
+                continue
+        if n_noisy >= c.n - 1:
+            why = "nearly every round noisy: rerun on a quiet host to tell"
+        elif n_noisy:
+            why = f"{n_noisy} noisy rounds, but quiet ones vary as much: its own"
+        else:
+            why = "no noisy round: its own"
+        out.append(f"{c.env} {c.cov:.0%} ({why})")
+    return out
+
+
 def quality(run: RunData) -> tuple[str, str]:
     """(verdict word, one short paragraph) on the run's own quality."""
     parts: list[str] = []
@@ -187,6 +222,9 @@ def quality(run: RunData) -> tuple[str, str]:
     causes = startup_variance_causes(run)
     if causes:
         parts.append("where starts vary: " + "; ".join(causes))
+    spread = noisy_round_causes(run)
+    if spread:
+        parts.append("getpid latency above 10 % CoV: " + ", ".join(spread))
     if thin:
         parts.append(f"{len(thin)} of {n_cells} cells have fewer than {stats.THIN_N} samples, "
                      "too few for a test at p < 0.01")
