@@ -167,10 +167,13 @@ def test_resume_after_kill_gives_same_cells(tmp_path: Path) -> None:
     assert cp.returncode == 0, cp.stderr
     assert _journal_lines(out) > done_before
 
-    def cells(d: Path) -> Counter[tuple[str, str, int, str]]:
-        # The resume cut the torn line before appending: the journal reads clean.
+    def cells(d: Path) -> Counter[tuple[str, str, str, int, str]]:
+        # The resume cut the torn line before appending: the journal reads clean. Rounds
+        # (samples, failures) and the cells' end records ("cell": rounds, stop reason).
         return Counter(
-            (r["env"], r["bench"], r["round"], r.get("metric", "")) for r in read_records(d)
+            (r["type"], r["env"], r["bench"], int(r.get("round", r.get("rounds", -9))),
+             str(r.get("metric", r.get("stop_reason", ""))))
+            for r in read_records(d)
         )
 
     assert cells(out) == cells(full)
