@@ -250,8 +250,7 @@ def test_clean_touches_nothing_foreign(tmp_path: Path) -> None:
 
     from sandbench import images
     from sandbench.environments import oci_spec
-    from sandbench.environments.base import Limits
-    from sandbench.environments.oci import IDLE_ARGV
+    from sandbench.environments.base import IDLE_ARGV, Limits
 
     img = images.ensure("minimal")
     bundle.mkdir()
