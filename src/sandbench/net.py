@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from sandbench import paths
+from sandbench import paths, procs
 from sandbench.environments.base import Leftover
 from sandbench.errors import SandboxError, StepTimeout, command_evidence
 
@@ -207,14 +207,4 @@ def _del_link(name: str) -> None:
 
 
 def _pid_alive(slot: Path) -> bool:
-    try:
-        pid = int(slot.read_text().strip())
-    except (OSError, ValueError):
-        return True  # being written, or not ours to judge
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return procs.pid_file_alive(slot)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
@@ -98,3 +100,22 @@ def has_option(argv: list[str], option: str, value: str) -> bool:
     """argv passes `option value` or `option=value` (e.g. --root <dir>)."""
     return f"{option}={value}" in argv or any(
         a == option and b == value for a, b in zip(argv, argv[1:], strict=False))
+
+
+def pid_file_alive(path: Path) -> bool:
+    """Whether the pid written in path runs. A file that cannot be read or parsed counts as
+    alive (being written, or not ours to judge): owner checks never remove what they cannot
+    judge."""
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return True
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

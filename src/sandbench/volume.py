@@ -30,7 +30,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sandbench import paths, settings
+from sandbench import paths, procs, settings
 from sandbench.environments.base import Leftover
 from sandbench.errors import SandboxError, UsageError
 
@@ -212,16 +212,4 @@ def leftover_items() -> list[Leftover]:
 def _owner_alive(path: Path) -> bool:
     """Whether the pid in the owner file runs; an unreadable file counts as alive (never
     remove what cannot be judged)."""
-    try:
-        pid = int((path / OWNER_FILE).read_text().strip())
-    except (OSError, ValueError):
-        return True
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return procs.pid_file_alive(path / OWNER_FILE)
