@@ -342,6 +342,22 @@ class Environment(ABC):
         """Release environment-wide resources (a daemon the tool started) at the end of a run."""
 
 
+def engine_flags(spec: SandboxSpec, data_dir: str) -> list[str]:
+    """The `create` flags Docker and Podman share for a spec: CPU and memory limits, the
+    benchmark volume bind-mounted at data_dir, and the environment variables."""
+    flags: list[str] = []
+    lim = spec.limits
+    if lim.cpus is not None:
+        flags += ["--cpus", f"{lim.cpus:g}"]
+    if lim.memory_mib is not None:
+        flags += ["--memory", f"{lim.memory_mib}m"]
+    if spec.volume is not None:
+        flags += ["--mount", f"type=bind,source={spec.volume},target={data_dir}"]
+    for k, v in sorted(spec.env.items()):
+        flags += ["--env", f"{k}={v}"]
+    return flags
+
+
 def run_cmd(
     argv: list[str], timeout: float, check: bool = True, **kw: Any
 ) -> subprocess.CompletedProcess[str]:

@@ -33,6 +33,7 @@ from sandbench.environments.base import (
     Limits,
     Sandbox,
     SandboxSpec,
+    engine_flags,
     run_cmd,
     tail_file,
 )
@@ -536,16 +537,7 @@ class DockerSandbox(Sandbox):
             "--security-opt",
             self._seccomp_opt(),
         ]
-        lim = self.spec.limits
-        if lim.cpus is not None:
-            cmd += ["--cpus", f"{lim.cpus:g}"]
-        if lim.memory_mib is not None:
-            cmd += ["--memory", f"{lim.memory_mib}m"]
-        if self.spec.volume is not None:
-            cmd += ["--mount", f"type=bind,source={self.spec.volume},target=/data"]
-        for k, v in sorted(self.spec.env.items()):
-            cmd += ["--env", f"{k}={v}"]
-        cmd += [self.tag, *args]
+        cmd += [*engine_flags(self.spec, "/data"), self.tag, *args]
         self.launched = True
         cp = self._docker(cmd, "create")
         self.container_id = cp.stdout.strip()

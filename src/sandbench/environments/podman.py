@@ -47,6 +47,7 @@ from sandbench.environments.base import (
     Limits,
     Sandbox,
     SandboxSpec,
+    engine_flags,
     live_sandboxes,
     run_cmd,
 )
@@ -537,15 +538,7 @@ class PodmanSandbox(Sandbox):
         ]
         if not self.spec.seccomp:
             cmd += ["--security-opt", "seccomp=unconfined"]
-        lim = self.spec.limits
-        if lim.cpus is not None:
-            cmd += ["--cpus", f"{lim.cpus:g}"]
-        if lim.memory_mib is not None:
-            cmd += ["--memory", f"{lim.memory_mib}m"]
-        if self.spec.volume is not None:
-            cmd += ["--mount", f"type=bind,source={self.spec.volume},target={self.data_dir}"]
-        for k, v in sorted(self.spec.env.items()):
-            cmd += ["--env", f"{k}={v}"]
+        cmd += engine_flags(self.spec, self.data_dir)
         return [*cmd, self.tag, *args]
 
     def _step(self, argv: list[str], what: str) -> str:
