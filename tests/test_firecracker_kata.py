@@ -165,6 +165,38 @@ def test_kata_unavailable_reason(variant: kata.KataVariant) -> None:
     assert facts["runtime"] == "io.containerd.kata.v2" and facts["hypervisor"] == variant.hypervisor
 
 
+def test_kata_leftovers_ask_containerd_only_when_it_listens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No socket: no ctr call (ctr would retry for 10 s). A socket: containers are listed and
+    only those labelled with this environment are ours."""
+    import socket
+
+    from sandbench.environments.base import Completed
+
+    calls: list[list[str]] = []
+
+    def fake_run(argv: list[str], **_: object) -> Completed:
+        calls.append(argv)
+        if argv[-2:] == ["ls", "-q"]:
+            return Completed(argv, 0, "c-ours\nc-other\nc-foreign\n", "")
+        env = {"c-ours": "kata-qemu", "c-other": "kata-fc"}.get(argv[-1])
+        labels = {kata.ENV_LABEL: env} if env else {"app": "theirs"}
+        return Completed(argv, 0, json.dumps({"Labels": labels}), "")
+
+    monkeypatch.setattr(kata, "_ctr", lambda: "/usr/bin/ctr")
+    monkeypatch.setattr(kata, "run_cmd", fake_run)
+    sock_path = tmp_path / "containerd.sock"
+    monkeypatch.setenv("CONTAINERD_ADDRESS", str(sock_path))
+    env = kata.KataEnvironment(kata.KATA_VARIANTS[0])
+    assert env.leftovers() == [] and calls == []
+    with socket.socket(socket.AF_UNIX) as srv:
+        srv.bind(str(sock_path))
+        found = env.leftovers()
+    assert [x.ident for x in found] == [f"{kata.NAMESPACE}/c-ours"]
+    assert calls[0][:4] == ["/usr/bin/ctr", "-n", kata.NAMESPACE, "containers"]
+
+
 # -- the Firecracker driver against a stand-in for its API ---------------------------------------
 #: Serves Firecracker's API on --api-sock and records each request (method, path, body) as a
 #: JSON line in the file named by FC_RECORD; it boots nothing, so only launch/freeze/stop can

@@ -179,6 +179,17 @@ def _ctr() -> str | None:
     return shutil.which("ctr")
 
 
+def containerd_socket() -> Path:
+    """The socket ctr talks to: $CONTAINERD_ADDRESS (ctr reads it too) or containerd's default."""
+    return Path(os.environ.get("CONTAINERD_ADDRESS") or "/run/containerd/containerd.sock")
+
+
+def _containerd_listening() -> bool:
+    # Without the socket no container of ours can be listed (nor have been made), and ctr
+    # would retry the connection for 10 s per call before failing.
+    return containerd_socket().is_socket()
+
+
 def _containerd_pids() -> list[int]:
     return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "containerd"]
 
@@ -266,7 +277,7 @@ class KataEnvironment(Environment):
         """Containers (and their tasks) of this environment in containerd's `sandbench`
         namespace, found by the environment label every container here carries."""
         ctr = _ctr()
-        if ctr is None:
+        if ctr is None or not _containerd_listening():
             return []
         ls = run_cmd([ctr, "-n", NAMESPACE, "containers", "ls", "-q"], timeout=20, check=False)
         found = []
