@@ -10,6 +10,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -323,3 +324,58 @@ def test_convergence_judged_on_the_headline_metric(tmp_path: Path) -> None:
     assert _ends(out)["q"]["rounds"] == 5
     plain = NoiseBench({"q": 0.001})
     assert plain.converge_on == ()
+
+
+class ClosingBench(NoiseBench):
+    """Records how its sessions close: in which thread and order, and whether all of them
+    were closing at once (a barrier every session's exit waits at: closing one after
+    another would break it, which the session reports as a teardown failure)."""
+
+    def __init__(self, names: list[str], interrupt_in: str | None = None) -> None:
+        super().__init__({n: 0.001 for n in names})
+        self.barrier = threading.Barrier(len(names), timeout=10)
+        self.closed: list[str] = []
+        self.interrupt_in = interrupt_in
+        self.seen_exc: dict[str, str] = {}
+
+    @contextmanager
+    def session(self, env: Environment, ctx: RunContext,
+                params: dict[str, Any]) -> Iterator[RoundFn]:
+        with super().session(env, ctx, params) as one:
+            def rnd(r: int) -> list[Measurement]:
+                if env.name == self.interrupt_in:
+                    raise KeyboardInterrupt
+                return one(r)
+
+            try:
+                yield rnd
+            except BaseException as exc:
+                self.seen_exc[env.name] = type(exc).__name__
+                self.closed.append(env.name)
+                raise
+            if self.interrupt_in is None:
+                try:
+                    self.barrier.wait()
+                except threading.BrokenBarrierError:
+                    raise SandboxError("sessions were not closing together", {}) from None
+            self.closed.append(env.name)
+
+
+def test_sessions_close_in_parallel_after_a_benchmark(tmp_path: Path) -> None:
+    names = ["a", "b", "c", "d"]
+    bench = ClosingBench(names)
+    out = _run(tmp_path, [FakeEnv(n) for n in names], bench)
+    assert read_failures(out) == []  # the barrier held: all four were closing at once
+    assert sorted(bench.closed) == names
+    assert not live_sandboxes()
+
+
+def test_interrupted_benchmark_closes_sessions_newest_first(tmp_path: Path) -> None:
+    names = ["a", "b", "c"]
+    bench = ClosingBench(names, interrupt_in="a")
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, [FakeEnv(n) for n in names], bench, seed=1)
+    # Each session saw the interrupt, as an ExitStack hands it on, newest first.
+    assert bench.closed == names[::-1]
+    assert set(bench.seen_exc.values()) == {"KeyboardInterrupt"}
+    assert not live_sandboxes()
