@@ -8,6 +8,7 @@ SANDBENCH_VM_KERNEL_PACKAGE to pin another (e.g. linux-image-6.1.0-56-cloud-amd6
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -54,6 +55,16 @@ def _run(argv: list[str], timeout: float, cwd: Path | None = None) -> str:
     return cp.stdout
 
 
+@functools.cache
+def _meta_depends() -> str:
+    """`apt-cache depends` of the meta package, asked once per process: it takes about half a
+    second, and every VM start asks (inside the startup benchmark's prepare phase)."""
+    try:
+        return _run(["apt-cache", "depends", META_PACKAGE], timeout=30)
+    except SandboxError:
+        return ""
+
+
 def package_name() -> str:
     """The kernel package to use: pinned by the environment, or the meta package's dependency,
     or the newest cached one when apt cannot answer."""
@@ -64,11 +75,7 @@ def package_name() -> str:
                 f"SANDBENCH_VM_KERNEL_PACKAGE={pinned!r}: expected linux-image-6.1.0-N-cloud-amd64"
             )
         return pinned
-    try:
-        out = _run(["apt-cache", "depends", META_PACKAGE], timeout=30)
-    except SandboxError:
-        out = ""
-    for line in out.splitlines():
+    for line in _meta_depends().splitlines():
         word = line.split(":", 1)[-1].strip()
         if line.strip().startswith("Depends:") and _PKG_RE.match(word):
             return word
