@@ -407,6 +407,14 @@ class Runner:
         budget = plan.budget
         self.budget_end = None if budget is None else self.t0 + budget
         self.noisy_rounds = 0
+        self._facts: dict[str, Any] | None = None
+
+    def _env_facts(self) -> dict[str, Any]:
+        # Asked once: versions and settings do not change during a run, and asking every
+        # runtime and QEMU again when the run ends cost several seconds.
+        if self._facts is None:
+            self._facts = {e.name: e.facts() for e in self.plan.envs}
+        return self._facts
 
     def meta(self) -> dict[str, Any]:
         limits = self.plan.limits
@@ -416,7 +424,7 @@ class Runner:
             "profile": self.plan.profile,
             "plan": self.plan.describe(),
             "host": host_facts(),
-            "environments": {e.name: e.facts() for e in self.plan.envs},
+            "environments": self._env_facts(),
             "unavailable": self.plan.unavailable,
             "baseline": self.plan.baseline,
             "resources": {
