@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--bench", help="comma-separated benchmarks (default: all)")
     r.add_argument("--rounds", help="fix every benchmark's number of rounds (no adaptive rounds)")
     r.add_argument("--budget", metavar="MINUTES",
-                   help="time budget: adaptive rounds stop there (default: quick 14, paper none)")
+                   help="time budget: adaptive rounds stop there (default: quick 12, paper none)")
     r.add_argument("--no-seccomp", action="store_true",
                    help="run every environment without its default seccomp profile")
     r.add_argument("--out", help="results directory (default: results/<time>-<profile>)")

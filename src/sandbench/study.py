@@ -58,7 +58,7 @@ EMULATED_QUICK_ROUNDS = 3
 TARGET_REL_HALFWIDTH = {"quick": 0.05, "paper": 0.02}
 #: The study's time budget per profile (seconds; None = unbounded): extra rounds stop there,
 #: the minimum rounds always run (so a study can end somewhat past its budget).
-DEFAULT_BUDGET_S: dict[str, float | None] = {"quick": 14 * 60.0, "paper": None}
+DEFAULT_BUDGET_S: dict[str, float | None] = {"quick": 12 * 60.0, "paper": None}
 #: Memory every sandbox may use, per profile (the paper gave each environment 2 GB).
 MEMORY_MIB = {"quick": 2048, "paper": 2048}
 #: Kinds of metric whose interval decides when a cell has enough rounds (counts of rare
@@ -78,7 +78,7 @@ class Plan:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Step timeouts overriding DEFAULT_TIMEOUTS.
     timeouts: dict[str, float] = field(default_factory=dict)
-    #: The study's time budget in seconds; None = the profile's default (quick: 14 min).
+    #: The study's time budget in seconds; None = the profile's default (quick: 12 min).
     budget_s: float | None = None
     #: Seed of the per-round environment order (stored in meta.json; resume reuses it).
     seed: int = field(default_factory=lambda: random.SystemRandom().randrange(1, 2**31))

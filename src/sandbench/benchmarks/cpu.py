@@ -36,9 +36,9 @@ class Cpu(Benchmark):
     image = "full"
     profiles = {
         # "rounds" is the minimum per cell (claims test at n >= 5), "max_rounds" the cap of
-        # the runner's adaptive rounds. A quick round is one 2 s sysbench run (about 140
-        # events at ~70 events/s here; under emulation about 20).
-        "quick": {"rounds": 5, "max_rounds": 10, "time_s": 2, "max_prime": 200000,
+        # the runner's adaptive rounds. A quick round is one 1 s sysbench run (about 70
+        # events here, so a count's step is 1.4 %; under emulation about 10).
+        "quick": {"rounds": 5, "max_rounds": 10, "time_s": 1, "max_prime": 200000,
                   "threads": 1},
         "paper": {"rounds": 5, "max_rounds": 10, "time_s": 600, "max_prime": 200000,
                   "threads": 1},

@@ -66,8 +66,8 @@ class Memory(Benchmark):
         # "rounds" is the minimum per cell (claims test at n >= 5), "max_rounds" the cap of
         # the runner's adaptive rounds; each round starts `count` sandboxes at once, fewer
         # where their reserved memory (a VM's guest RAM) exceeds memory_budget_mib (quick:
-        # one 700 MiB qemu-vm, four 256 MiB microvms per round, each booting under TCG).
-        "quick": {"rounds": 5, "max_rounds": 10, "count": 5, "memory_budget_mib": 1024,
+        # one 700 MiB qemu-vm, three 256 MiB microvms per round, each booting under TCG).
+        "quick": {"rounds": 5, "max_rounds": 10, "count": 3, "memory_budget_mib": 1024,
                   "settle_s": 0.5},
         "paper": {"rounds": 5, "max_rounds": 10, "count": 100, "memory_budget_mib": 7168,
                   "settle_s": 2.0},

@@ -50,7 +50,7 @@ class Syscall(Benchmark):
     profiles = {
         # "rounds" is the minimum per cell (claims test at n >= 5), "max_rounds" the cap of
         # the runner's adaptive rounds. A round is one exec of the helper.
-        "quick": {"rounds": 10, "max_rounds": 30, "calls": 10000},
+        "quick": {"rounds": 10, "max_rounds": 20, "calls": 10000},
         "paper": {"rounds": 20, "max_rounds": 50, "calls": 10000},
     }
 
