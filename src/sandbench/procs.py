@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,17 +19,50 @@ class MemUse:
     processes: list[str]
 
 
+#: /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN): a process's children without reading
+#: every process on the host, which psutil's children() does (thousands with a density ramp).
+_CHILDREN_FILES = os.path.exists("/proc/thread-self/children")
+
+
+def _children(pid: int) -> list[int] | None:
+    """pid's children (from each of its threads), or None when pid has exited."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    out: list[int] = []
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                out += [int(c) for c in fh.read().split()]
+        except OSError:
+            continue  # the thread exited meanwhile
+    return out
+
+
 def descendants(pids: Iterable[int]) -> list[int]:
     """The pids given plus all their descendants, each once, skipping processes that exited."""
     seen: dict[int, None] = {}
-    for pid in pids:
-        try:
-            p = psutil.Process(pid)
-            seen[pid] = None
-            for c in p.children(recursive=True):
-                seen[c.pid] = None
-        except psutil.NoSuchProcess:
+    if not _CHILDREN_FILES:
+        for pid in pids:
+            try:
+                p = psutil.Process(pid)
+                seen[pid] = None
+                for c in p.children(recursive=True):
+                    seen[c.pid] = None
+            except psutil.NoSuchProcess:
+                continue
+        return list(seen)
+    todo = deque(pids)
+    while todo:
+        pid = todo.popleft()
+        if pid in seen:
             continue
+        kids = _children(pid)
+        if kids is None:
+            continue
+        seen[pid] = None
+        todo.extend(kids)
     return list(seen)
 
 

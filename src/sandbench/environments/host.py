@@ -212,5 +212,5 @@ class HostSandbox(Sandbox):
                 self.proc.wait(timeout=STOP_TIMEOUT)
         _kill_cgroup(self.cgroup)
         cgroups.remove_tree(self.cgroup)
-        cgroups.remove_empty_cgroups()
+        cgroups.remove_base_if_empty()
         shutil.rmtree(self.scratch, ignore_errors=True)

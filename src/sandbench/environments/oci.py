@@ -260,6 +260,7 @@ class OciSandbox(Sandbox):
         self.bundle = paths.STATE_DIR / "bundles" / self.name
         self.cgroup = f"{cgroups.BASE}/{self.name}"
         self._written_args: list[str] | None = None
+        self._roots: list[int] | None = None
         try:
             self.cmd = env.command()
             # Only create and start need the netstack workaround (runsc_wrap.py): the other
@@ -327,6 +328,7 @@ class OciSandbox(Sandbox):
             self._write_config(args)
         log = self.spec.log or (self.bundle / "console.log")
         self.created = True
+        self._roots = None
         # The first process's stdio is create's stdio (non-terminal, pass-through mode).
         self._runtime([*self.cmd, "create", "--bundle", str(self.bundle), self.name],
                       "create", log)
@@ -352,9 +354,18 @@ class OciSandbox(Sandbox):
     def host_pids(self) -> list[int]:
         # runc/crun: the container's processes. runsc: sandbox (sentry), gofer and their
         # children (systrap/ptrace stubs); both carry the bundle path on their command line.
-        roots = [int(self.state()["pid"])]
-        roots += procs.find_by_cmdline(f"--bundle={self.bundle}")
-        return procs.descendants(roots)
+        # The roots live as long as the sandbox: found once (a walk of every process's
+        # command line, long with thousands of sandboxes up), their descendants each time.
+        if self._roots is None:
+            roots = [int(self.state()["pid"])]
+            if self.env.v.platform is None:
+                self._roots = roots
+            else:
+                found = procs.find_by_cmdline(f"--bundle={self.bundle}")
+                if not found:
+                    return procs.descendants(roots)  # not up yet: ask again next time
+                self._roots = roots + found
+        return procs.descendants(self._roots)
 
     # The runtimes' own pause: runc/crun freeze the container's cgroup (atomic, no race with
     # a fork, and its processes see no SIGSTOP); runsc pauses every task in the sentry.
@@ -398,7 +409,7 @@ class OciSandbox(Sandbox):
         finally:
             shutil.rmtree(self.bundle, ignore_errors=True)
             cgroups.remove_tree(self.cgroup)
-            cgroups.remove_empty_cgroups()
+            cgroups.remove_base_if_empty()
         if failed is not None:
             raise SandboxError(f"{self.env.name}: removing the sandbox failed: {failed}",
                                failed.evidence)
