@@ -208,12 +208,19 @@ class LimitWatch:
 
     def __init__(self) -> None:
         self.dirs: set[Path] = cgroup_dirs_of([os.getpid()])
+        self._seen: dict[Path, int] = {}
         self._first: dict[str, tuple[int, float]] = {}
         self._cost: dict[str, float] = {}
 
     def learn(self, pids: list[int]) -> None:
-        """Add the cgroups a new sandbox's processes live in (and their parents)."""
-        self.dirs |= cgroup_dirs_of(pids)
+        """Add the cgroups that a new sandbox's processes share with another sandbox learned
+        before (the parents the next start lands under too). A sandbox's own cgroup bounds
+        only itself, and reading one per sandbox on every step made a ramp of thousands
+        slow down as it grew."""
+        for d in cgroup_dirs_of(pids):
+            self._seen[d] = self._seen.get(d, 0) + 1
+            if self._seen[d] >= 2:
+                self.dirs.add(d)
 
     def observe(self, n: int, full: bool = False) -> list[Reading]:
         """Read every limit with n sandboxes up; learn what one sandbox costs of each."""
