@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,29 @@ def test_find_leftovers_runs_no_probe(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(probe_cache, "probe", lambda *a: (_ for _ in ()).throw(
         AssertionError("probe called")))
     cleanup.find_leftovers()
+
+
+def test_clean_removes_independent_items_in_parallel_and_cgroups_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Containers and links of many sandboxes go at once (a barrier they all wait at would
+    break one by one); cgroups, children before parents, keep their order."""
+    import threading
+
+    gone: list[str] = []
+    barrier = threading.Barrier(4, timeout=10)
+
+    def together(ident: str) -> None:
+        barrier.wait()
+        gone.append(ident)
+
+    listed = [Leftover("container", f"runc/sb{i:010d}", partial(together, f"c{i}"))
+              for i in range(4)]
+    listed += [Leftover("cgroup", f"sandbench/{n}", partial(gone.append, n))
+               for n in ("child", "parent")]
+
+    monkeypatch.setattr(cleanup, "find_leftovers", lambda: listed if not gone else [])
+    report = cleanup.clean()
+    assert report.ok and len(report.removed) == 6
+    assert sorted(gone[:4]) == ["c0", "c1", "c2", "c3"]
+    assert gone[4:] == ["child", "parent"]

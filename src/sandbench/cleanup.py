@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import groupby
 from pathlib import Path
 
 import psutil
@@ -227,6 +229,16 @@ class CleanReport:
         return self.lines()[i]
 
 
+#: Kinds whose items are independent of each other (one container, process, namespace, link,
+#: file each): a run of them is removed in parallel, since a killed density ramp leaves
+#: thousands (2,476 runc sandboxes took 5 min one by one). Cgroups (children before parents),
+#: mounts (nested), daemons and their networks and images go one by one, in order.
+PARALLEL_KINDS = frozenset({"container", "docker container", "podman container", "process",
+                            "netns", "link", "tap", "address slot", "state", "owner record",
+                            "volume"})
+CLEAN_WORKERS = 8
+
+
 def clean(dry_run: bool = False,
           on_item: Callable[[Leftover, str | None], None] | None = None) -> CleanReport:
     """Remove every leftover, in order. An item whose removal raised, or that is still
@@ -238,11 +250,21 @@ def clean(dry_run: bool = False,
         report.removed = items
         return report
     errors: dict[tuple[str, str], str] = {}
-    for item in items:
+
+    def remove(item: Leftover) -> None:
         try:
             item.remove()
         except Exception as e:  # noqa: BLE001 - reported per item, clean goes on
             errors[(item.kind, item.ident)] = f"{type(e).__name__}: {e}"
+
+    for kind, run in groupby(items, key=lambda i: i.kind):
+        group = list(run)
+        if kind in PARALLEL_KINDS and len(group) > 1:
+            with ThreadPoolExecutor(max_workers=CLEAN_WORKERS) as pool:
+                list(pool.map(remove, group))
+        else:
+            for item in group:
+                remove(item)
     still = {(i.kind, i.ident) for i in find_leftovers()}
     for item in items:
         key = (item.kind, item.ident)
