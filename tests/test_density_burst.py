@@ -113,6 +113,7 @@ def test_density_ramp_stops_at_cap_with_every_step(tmp_path: Path, clean_host: N
     for s in steps:
         assert s["start_time_s"] > 0 and s["mem_available_mib"] > 0
         assert s["psi_some_avg10"] is None or s["psi_some_avg10"] >= 0
+        assert s["load_1m"] >= 0
         if s["n"] % 2 == 0:
             assert s["private_dirty_mib"] > 0 and s["pss_mib"] > 0
     dirty = _by(ms, "memory_per_sandbox", method="private_dirty")

@@ -14,17 +14,18 @@ stops at the first rule that fires:
                   memory_pressure (PSI memory "some avg10" above psi_max),
                   mem_available_floor (MemAvailable under mem_floor_fraction of MemTotal)
 
-Each step records N, its start time, MemAvailable and PSI; every k steps the mean private
-dirty and PSS of the last k sandboxes (counted as `memory` counts them). At the end:
-max_sandboxes with the stop reason, memory per sandbox at N (MemAvailable drop / N, and mean
-private dirty over a sample spread over the ramp), and the start time's p50 and p99 over the
-last tenth of the ramp. Everything is stopped, in parallel, whatever happened.
+Each step records N, its start time, MemAvailable, PSI and the load average; every k steps
+the mean private dirty and PSS of the last k sandboxes (counted as `memory` counts them). At
+the end: max_sandboxes with the stop reason, memory per sandbox at N (MemAvailable drop / N,
+and mean private dirty over a sample spread over the ramp), and the start time's p50 and p99
+over the last tenth of the ramp. Everything is stopped, in parallel, whatever happened.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import statistics
 import time
 from collections.abc import Iterator
@@ -151,6 +152,9 @@ class Density(Benchmark):
                     "prepare_s": probed.prepare_s,
                     "mem_available_mib": hostmem.mem_available_mib(),
                     "psi_some_avg10": hostmem.psi_some_avg10(),
+                    # CPU, not memory, may be what fills first: idle sandboxes that still
+                    # wake (a sentry's timers) slow every later start on a small host.
+                    "load_1m": os.getloadavg()[0],
                     "t_s": time.perf_counter() - t0,
                 }
                 if n % k == 0:
