@@ -19,9 +19,17 @@ from tests.conftest import REPO, SANDBENCH, assert_same_host, env_or_skip, host_
 pytestmark = pytest.mark.runtime
 
 
+def _default_sigint() -> None:
+    # A suite started in the background by a shell without job control inherits SIGINT
+    # ignored, and Python then installs no Ctrl-C handler in the child: the Ctrl-C tests
+    # would test the shell, not sandbench.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [*SANDBENCH, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*SANDBENCH, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_default_sigint,  # noqa: PLW1509 - the test starts no threads meanwhile
     )
 
 
