@@ -82,6 +82,38 @@ def test_the_tightest_limit_is_the_one_named() -> None:
     assert w.exhausted([loose, full]) == full
 
 
+def test_limits_are_read_sparsely_far_from_them_and_every_step_near(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A limit of 100 slots, one taken per sandbox: far from it the watch reads every few
+    steps, near it every step, and it names the limit exactly when the next start would not
+    fit; the readings that walk every process come at most every `every` steps."""
+    from sandbench.benchmarks import hostlimits
+
+    reads: list[tuple[int, bool]] = []
+    state = {"n": 0}
+
+    def readings(_dirs: object, full: bool) -> list[Reading]:
+        reads.append((state["n"], full))
+        return [Reading("address_slots", "slots", state["n"], 100)]
+
+    monkeypatch.setattr(hostlimits, "host_readings", readings)
+    w = LimitWatch()
+    hit = None
+    for n in range(200):
+        state["n"] = n
+        hit = w.check(n, every=20)
+        if hit is not None:
+            break
+    assert hit is not None and hit.reason == "address_slots" and state["n"] == 100
+    read_at = [n for n, _ in reads]
+    assert len(read_at) < 40  # far fewer than the 101 steps
+    assert read_at[-4:] == [97, 98, 99, 100]  # every step once close
+    full_at = [n for n, full in reads if full]
+    assert all(b - a >= 20 for a, b in zip(full_at, full_at[1:], strict=False))
+    assert max(b - a for a, b in zip(read_at, read_at[1:], strict=False)) <= 20
+
+
 # ------------------------------------------------------------------------ real runtimes (runc)
 
 

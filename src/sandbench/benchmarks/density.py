@@ -131,7 +131,7 @@ class Density(Benchmark):
             while stop is None:
                 n = len(boxes)
                 stop = self._before(n, cap, time_cap, reserve_cap, reserved, floor,
-                                    time.perf_counter() - t0, watch, full=n % k == 0)
+                                    time.perf_counter() - t0, watch, k)
                 if stop is not None:
                     break
                 try:
@@ -174,7 +174,7 @@ class Density(Benchmark):
     @staticmethod
     def _before(n: int, cap: int, time_cap: float, reserve_cap: int | None,
                 reserved: int | None, floor: float, elapsed: float,
-                watch: LimitWatch, full: bool) -> Stop | None:
+                watch: LimitWatch, every: int) -> Stop | None:
         if n >= cap:
             return Stop("cap", f"the profile's cap of {cap} sandboxes")
         if elapsed >= time_cap:
@@ -184,7 +184,7 @@ class Density(Benchmark):
                         f"each sandbox reserves {reserved} MiB up front: one more would take "
                         f"MemAvailable under the floor of {floor:.0f} MiB",
                         knob="the run's memory limit (memory reserved per sandbox)")
-        hit = watch.exhausted(watch.observe(n, full=full))
+        hit = watch.check(n, every)
         if hit is not None:
             return Stop(hit.reason, f"{hit.knob}: {hit.used:g} of {hit.limit:g} used, one more "
                         f"sandbox takes about {watch.cost(hit):g}", knob=hit.knob)
