@@ -114,6 +114,49 @@ def test_limits_are_read_sparsely_far_from_them_and_every_step_near(
     assert max(b - a for a, b in zip(read_at, read_at[1:], strict=False)) <= 20
 
 
+def test_an_interrupted_ramp_keeps_its_steps(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C in the middle of a ramp: the steps made so far are in raw/, the interrupt goes
+    on to the runner, and every sandbox started is stopped."""
+    from dataclasses import dataclass
+
+    from sandbench.benchmarks import fleet
+
+    @dataclass
+    class FakeSandbox:
+        def host_pids(self) -> list[int]:
+            return [os.getpid()]
+
+    @dataclass
+    class FakeProbed:
+        sb: FakeSandbox
+        total_s: float = 0.05
+        prepare_s: float = 0.01
+
+    started: list[FakeSandbox] = []
+    stopped: list[Any] = []
+
+    def fake_start(*_: Any) -> FakeProbed:
+        if len(started) == 3:
+            raise KeyboardInterrupt
+        started.append(FakeSandbox())
+        return FakeProbed(started[-1])
+
+    monkeypatch.setattr(fleet, "start", fake_start)
+    monkeypatch.setattr(fleet, "stop_all", lambda boxes, _w: stopped.extend(boxes) or 0.0)
+    ctx = RunContext(out=tmp_path, profile="quick")
+    params = Density().params("quick") | {"k": 2}
+    from types import SimpleNamespace
+
+    env = SimpleNamespace(name="fake", memory_reserved_mib=lambda _limits: None)
+    with pytest.raises(KeyboardInterrupt):
+        Density()._ramp(env, ctx, params, 0, [])  # type: ignore[arg-type]
+    steps = json.loads((tmp_path / "raw" / "fake" / "density" /
+                        "r000-ramp-interrupted.json").read_text())
+    assert [s["n"] for s in steps] == [1, 2, 3]
+    assert stopped == started
+
+
 # ------------------------------------------------------------------------ real runtimes (runc)
 
 

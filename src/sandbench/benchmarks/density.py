@@ -165,6 +165,14 @@ class Density(Benchmark):
                 stop = self._after(step, steps, p, floor)
             duration = time.perf_counter() - t0
             return self._measure(env, ctx, p, rnd, boxes, steps, stop, base, floor, duration)
+        except (KeyboardInterrupt, SystemExit):
+            # A paper ramp can run for an hour: Ctrl-C keeps the steps made so far (the
+            # round itself is not journaled, it did not finish).
+            if steps:
+                with contextlib.suppress(OSError):
+                    ctx.save_raw(env.name, self.name, rnd, "ramp-interrupted.json",
+                                 json.dumps(steps, indent=1))
+            raise
         finally:
             try:
                 fleet.stop_all(boxes, int(p["teardown_workers"]))
