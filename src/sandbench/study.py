@@ -336,10 +336,10 @@ class _Sessions:
 
     def __exit__(self, *exc: Any) -> None:
         _thaw_all()
-        sessions, self._open = self._open[::-1], []
+        sessions, self._open = self._open, []
         if exc[0] is not None or len(sessions) < 2:
             stack = ExitStack()
-            for s in reversed(sessions):  # the stack unwinds newest first
+            for s in sessions:  # pushed in the order entered: the stack unwinds newest first
                 stack.push(s)
             stack.__exit__(*exc)
             return
