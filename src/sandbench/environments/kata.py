@@ -179,15 +179,12 @@ def _ctr() -> str | None:
     return shutil.which("ctr")
 
 
-def containerd_socket() -> Path:
-    """The socket ctr talks to: $CONTAINERD_ADDRESS (ctr reads it too) or containerd's default."""
-    return Path(os.environ.get("CONTAINERD_ADDRESS") or "/run/containerd/containerd.sock")
-
-
 def _containerd_listening() -> bool:
-    # Without the socket no container of ours can be listed (nor have been made), and ctr
-    # would retry the connection for 10 s per call before failing.
-    return containerd_socket().is_socket()
+    """Whether the socket ctr talks to exists ($CONTAINERD_ADDRESS, which ctr reads too, or
+    containerd's default). Without it no container of ours can be listed (nor have been
+    made), and ctr would retry the connection for 10 s per call before failing."""
+    sock = os.environ.get("CONTAINERD_ADDRESS") or "/run/containerd/containerd.sock"
+    return Path(sock).is_socket()
 
 
 def _containerd_pids() -> list[int]:
