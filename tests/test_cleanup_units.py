@@ -88,10 +88,14 @@ def test_a_hierarchy_mounted_twice_is_listed_once(tmp_path: Path) -> None:
     alias.mkdir()
     subprocess.run(["mount", "--bind", str(src), str(alias)], check=True)
     try:
+        cgroups.forget_mounts()  # read once per process otherwise
+        assert any(str(alias) in ln for ln in Path("/proc/self/mountinfo").read_text()
+                   .splitlines()), "the alias is mounted"
         paths_seen = [h.path for h in cgroups.mounted()]
         assert sum(1 for p in paths_seen if p in (src, alias)) == 1
     finally:
         subprocess.run(["umount", str(alias)], check=True)
+        cgroups.forget_mounts()
 
 
 def test_probe_cache_negative_verdicts_expire(monkeypatch: pytest.MonkeyPatch) -> None:

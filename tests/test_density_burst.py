@@ -67,7 +67,7 @@ def test_host_memory_and_pressure_readable() -> None:
 def test_host_limits_read_with_their_knobs() -> None:
     got = {r.knob: r for r in host_readings(set(), full=True)}
     slots = [r for r in got.values() if r.reason == "address_slots"]
-    assert slots and slots[0].limit == net._SLOTS and "LINK_NET" in slots[0].knob
+    assert slots and slots[0].limit == net.SLOTS and "LINK_NET" in slots[0].knob
     assert got["sysctl kernel.pid_max"].used > 0
     assert got["sysctl fs.inotify.max_user_instances"].limit > 0
     assert got["sysctl user.max_net_namespaces"].used >= 1
@@ -253,8 +253,8 @@ def test_address_slot_limit_is_the_stop_reason(tmp_path: Path, clean_host: None,
         return sum(1 for f in root.iterdir() if f.name.isdigit() and int(f.name) < limit)
 
     # The smallest slot count that leaves exactly three free now.
-    limit = next(s for s in range(3, net._SLOTS) if s - used(s) == 3)
-    monkeypatch.setattr(net, "_SLOTS", limit)
+    limit = next(s for s in range(3, net.SLOTS) if s - used(s) == 3)
+    monkeypatch.setattr(net, "SLOTS", limit)
     ms = _run(Density(), "runc", tmp_path, cap=10, k=2)
     top = _by(ms, "max_sandboxes")
     assert top.value == 3

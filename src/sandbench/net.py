@@ -28,7 +28,8 @@ IP_TIMEOUT = 20.0
 NETNS_DIR = Path("/var/run/netns")
 LINK_NET = ipaddress.ip_network("198.18.0.0/16")
 DOCKER_BIP = "198.19.0.1/24"
-_SLOTS = LINK_NET.num_addresses // 4
+#: /30 links in LINK_NET: the most sandboxes with a link at once.
+SLOTS = LINK_NET.num_addresses // 4
 
 
 @dataclass(frozen=True)
@@ -50,9 +51,9 @@ def _slot_dir() -> Path:
 
 def _claim_slot() -> int:
     """A free /30: claimed by creating a file with O_EXCL, so concurrent runs never collide."""
-    start = int.from_bytes(os.urandom(2), "big") % _SLOTS
-    for i in range(_SLOTS):
-        slot = (start + i) % _SLOTS
+    start = int.from_bytes(os.urandom(2), "big") % SLOTS
+    for i in range(SLOTS):
+        slot = (start + i) % SLOTS
         try:
             fd = os.open(_slot_dir() / str(slot), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         except FileExistsError:
@@ -61,7 +62,7 @@ def _claim_slot() -> int:
         os.close(fd)
         return slot
     raise SandboxError("no free /30 left in 198.18.0.0/16; run `sandbench clean`",
-                       {"slot_dir": str(_slot_dir()), "slots": _SLOTS})
+                       {"slot_dir": str(_slot_dir()), "slots": SLOTS})
 
 
 def _ip(args: list[str], batch: str | None = None, check: bool = True) -> int:

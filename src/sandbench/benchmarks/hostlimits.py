@@ -114,7 +114,7 @@ def _used_slots() -> int:
     if root is None:
         return 0
     try:
-        return sum(1 for f in os.listdir(root / "net") if f.isdigit() and int(f) < net._SLOTS)
+        return sum(1 for f in os.listdir(root / "net") if f.isdigit() and int(f) < net.SLOTS)
     except OSError:
         return 0
 
@@ -173,8 +173,8 @@ def host_readings(dirs: set[Path], full: bool) -> list[Reading]:
     if soft != resource.RLIM_INFINITY:
         out.append(Reading("open_files_limit", "RLIMIT_NOFILE of sandbench (ulimit -n)",
                            len(os.listdir("/proc/self/fd")), soft, margin=16))
-    out.append(Reading("address_slots", f"net.LINK_NET ({net.LINK_NET}: {net._SLOTS} /30 "
-                       "slots, one per sandbox link)", _used_slots(), net._SLOTS, margin=0))
+    out.append(Reading("address_slots", f"net.LINK_NET ({net.LINK_NET}: {net.SLOTS} /30 "
+                       "slots, one per sandbox link)", _used_slots(), net.SLOTS, margin=0))
     if full:
         lim = _sysctl("fs.inotify.max_user_instances")
         if lim is not None:
