@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -185,6 +186,54 @@ def test_stale_dockerd_record_is_not_trusted(tmp_path: Path) -> None:
             owned.write_bytes(saved)
         fake.kill()
         fake.wait()
+
+
+_START_DAEMON = """
+import time
+from sandbench.environments.docker import DAEMON
+DAEMON.ensure()
+DAEMON.ensure_network()
+print(DAEMON.owned.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_clean_removes_bridge_of_killed_dockerd_and_spares_lookalike(tmp_path: Path) -> None:
+    """sandbench's dockerd and the run that started it die by SIGKILL: the kernel bridge of
+    the tool's Docker network outlives both. clean removes it (its name and ifindex are on
+    record) and its marked processes; a foreign bridge named like Docker's survives."""
+    env_or_skip("docker")
+    from sandbench.environments.docker import DAEMON
+
+    if DAEMON.server_version() is not None:
+        pytest.skip("a dockerd already answers; this test needs to start and kill "
+                    "sandbench's own")
+    before = host_state()
+    child = subprocess.Popen([sys.executable, "-c", _START_DAEMON],
+                             cwd=REPO, stdout=subprocess.PIPE, text=True)
+    lookalike = "br-0f0f0f0f0f0f"
+    try:
+        assert child.stdout is not None
+        dockerd = int(child.stdout.readline())
+        bridges = {n for n in host_state()["links"] - before["links"] if n.startswith("br-")}
+        assert bridges, "the tool's network should have a kernel bridge"
+        subprocess.run(["ip", "link", "add", lookalike, "type", "bridge"], check=True)
+        os.kill(dockerd, signal.SIGKILL)
+        child.kill()
+        child.wait(timeout=30)
+        assert _wait_for(lambda: not psutil.pid_exists(dockerd), 30)
+        assert bridges <= set(os.listdir("/sys/class/net")), "the bridge outlives the daemon"
+        cp = run_cli("clean", timeout=300)
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+        assert f"link {bridges.pop()} (bridge of sandbench's dockerd)" in cp.stdout, cp.stdout
+        assert Path(f"/sys/class/net/{lookalike}").exists(), "foreign bridge removed"
+        assert lookalike not in cp.stdout
+    finally:
+        child.kill()
+        subprocess.run(["ip", "link", "del", lookalike], check=False, capture_output=True)
+    assert_same_host(before, host_state())
+    again = run_cli("clean", "--dry-run", timeout=120)
+    assert "nothing left behind" in again.stdout, again.stdout
 
 
 def test_teardown_fault_fails_the_cell_with_evidence_then_clean(tmp_path: Path) -> None:

@@ -148,6 +148,55 @@ def _forget_daemon() -> None:
         remove_empty_cgroups("docker")
         (d / "created-cgroup").unlink(missing_ok=True)
     (d / "owned").unlink(missing_ok=True)
+    if _recorded_bridge() is None:  # a bridge still up stays recorded, for clean
+        (d / "bridge").unlink(missing_ok=True)
+
+
+def _bridge_record_path() -> Path | None:
+    state = paths.state_root_if_ours()
+    return state / "docker" / "bridge" if state else None
+
+
+def _record_bridge() -> None:
+    """Note the kernel bridge behind our network (name and ifindex): it outlives a dockerd
+    killed with the run, and only this record lets clean tell it from a foreign link."""
+    f = _bridge_record_path()
+    cp = run_cmd(["docker", "network", "inspect", "--format", "{{.Id}}", NETWORK],
+                 timeout=15, check=False)
+    name = f"br-{cp.stdout.strip()[:12]}"
+    try:
+        ifindex = int(Path(f"/sys/class/net/{name}/ifindex").read_text())
+    except (OSError, ValueError):
+        return  # no such bridge (another driver or daemon): nothing of ours to remember
+    if f is not None:
+        f.with_suffix(".tmp").write_text(json.dumps({"name": name, "ifindex": ifindex}))
+        f.with_suffix(".tmp").replace(f)
+
+
+def _recorded_bridge() -> tuple[str, int] | None:
+    """The recorded bridge when a link with that name and ifindex still exists."""
+    f = _bridge_record_path()
+    if f is None:
+        return None
+    try:
+        rec = json.loads(f.read_text())
+        name, ifindex = str(rec["name"]), int(rec["ifindex"])
+        now = int(Path(f"/sys/class/net/{name}/ifindex").read_text())
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return (name, ifindex) if now == ifindex else None
+
+
+def _del_bridge(name: str, ifindex: int) -> None:
+    try:
+        now = int(Path(f"/sys/class/net/{name}/ifindex").read_text())
+    except (OSError, ValueError):
+        now = None
+    if now == ifindex:  # the same link, not one made since under that name
+        run_cmd(["ip", "link", "del", name], timeout=20)
+    f = _bridge_record_path()
+    if f is not None:
+        f.unlink(missing_ok=True)
 
 
 def _log_tail() -> str:
@@ -169,6 +218,10 @@ class DockerDaemon:
         self.last_version: str | None = None
         self._network_ready = False
         self._had_docker_cgroup = True
+        # Asked once per daemon lifetime: each `docker` call costs 10-15 ms, and prepare()
+        # runs inside the startup benchmark's timed interval.
+        self._answered = False
+        self._images: set[str] = set()
 
     @staticmethod
     def docker() -> str | None:
@@ -216,8 +269,12 @@ class DockerDaemon:
 
     def ensure(self) -> str:
         """Server version of a dockerd that answers, starting one if none does."""
+        if self._answered and self.last_version and (self.owned is None
+                                                     or self.owned.poll() is None):
+            return self.last_version
         version = self.server_version()
         if version:
+            self._answered = True
             return version
         dockerd = shutil.which("dockerd")
         if dockerd is None:
@@ -258,6 +315,7 @@ class DockerDaemon:
                 raise SandboxError(f"dockerd exited at start: {tail_file(d / 'dockerd.log')}")
             version = self.server_version()
             if version:
+                self._answered = True
                 return version
             time.sleep(0.2)
         self.close()
@@ -285,9 +343,13 @@ class DockerDaemon:
                 ],
                 timeout=30,
             )
+        if self.owned is not None:
+            _record_bridge()
         self._network_ready = True
 
     def ensure_image(self, image: images.Image) -> str:
+        if image.tag in self._images:
+            return image.tag
         cp = run_cmd(["docker", "image", "inspect", image.tag], timeout=15, check=False)
         if cp.returncode != 0:
             run_cmd(
@@ -301,6 +363,7 @@ class DockerDaemon:
                 ],
                 timeout=600,
             )
+        self._images.add(image.tag)
         return image.tag
 
     def shared_pids(self) -> list[int]:
@@ -311,6 +374,8 @@ class DockerDaemon:
         ]
 
     def close(self) -> None:
+        self._answered = False
+        self._images.clear()
         if self.owned is None:
             return
         # Our network's bridge link would outlive the daemon: remove it while it answers.
@@ -422,6 +487,10 @@ class DockerEnvironment(Environment):
     def shared_pids(self) -> list[int]:
         return self.daemon.shared_pids()
 
+    def setup(self) -> None:
+        self.daemon.ensure()
+        self.daemon.ensure_network()
+
     def prepare(self, spec: SandboxSpec) -> DockerSandbox:
         self.daemon.ensure()
         self.daemon.ensure_network()
@@ -440,7 +509,8 @@ class DockerEnvironment(Environment):
             return []
         found: list[Leftover] = []
         live = paths.live_ids()
-        if self.daemon.server_version() is not None:
+        answers = self.daemon.server_version() is not None
+        if answers:
             label = f"label={paths.DOCKER_LABEL}"
             cp = run_cmd(["docker", "ps", "-a", "--filter", label, "--format",
                           "{{.ID}} {{.Names}}"], timeout=30)
@@ -459,8 +529,15 @@ class DockerEnvironment(Environment):
                     found.append(Leftover("docker network", f"{nid} {name}",
                                           partial(_docker_network_rm, nid)))
         rec = _owned_record()
-        if rec is None or _same_process(rec.get("run_pid"), rec.get("run_start")):
-            return found  # none started, or the run that started it still runs
+        if rec is not None and _same_process(rec.get("run_pid"), rec.get("run_start")):
+            return found  # the run that started it still runs
+        bridge = _recorded_bridge()
+        if bridge is not None and not answers:
+            # Our daemon died (or stopped) without removing its network's kernel bridge.
+            found.append(Leftover("link", f"{bridge[0]} (bridge of sandbench's dockerd)",
+                                  partial(_del_bridge, *bridge)))
+        if rec is None:
+            return found
         proc = owned_dockerd()
         if proc is not None:
             found.append(Leftover("dockerd", f"{proc.pid} started by sandbench",
