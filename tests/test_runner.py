@@ -379,3 +379,37 @@ def test_interrupted_benchmark_closes_sessions_newest_first(tmp_path: Path) -> N
     assert bench.closed == names[::-1]
     assert set(bench.seen_exc.values()) == {"KeyboardInterrupt"}
     assert not live_sandboxes()
+
+
+class SetupEnv(FakeEnv):
+    """Records when its run-wide set-up runs, relative to the benchmark's sessions."""
+
+    def __init__(self, name: str, events: list[str], broken: bool = False) -> None:
+        super().__init__(name)
+        self.events = events
+        self.broken = broken
+
+    def setup(self) -> None:
+        self.events.append(f"setup {self.name}")
+        if self.broken:
+            raise SandboxError("daemon did not answer",
+                               command_evidence(["fake-daemon"], 1, "", "no socket"))
+
+    def prepare(self, spec: SandboxSpec) -> Sandbox:
+        self.events.append(f"prepare {self.name}")
+        return super().prepare(spec)
+
+
+def test_setup_runs_before_the_first_start_and_a_failing_one_fails_its_cell(
+        tmp_path: Path) -> None:
+    """Run-wide set-up (a daemon, its network) comes before the session starts anything, so
+    no round carries it; when it fails, its cell fails with the evidence and others go on."""
+    events: list[str] = []
+    envs = [SetupEnv("a", events), SetupEnv("b", events, broken=True)]
+    out = _run(tmp_path, envs, NoiseBench({"a": 0.001, "b": 0.001}))
+    assert events.index("setup a") < events.index("prepare a")
+    assert "prepare b" not in events
+    failures = read_failures(out)
+    assert failures and {f["env"] for f in failures} == {"b"}
+    assert failures[0]["evidence"]["stderr_tail"] == "no socket"
+    assert len([s for s in read_samples(out) if s["env"] == "a"]) >= 5

@@ -555,6 +555,7 @@ class Runner:
                 progress.update(task, description=f"{bench.name}: setting up {env.name}")
                 isolate(env.name)
                 try:
+                    env.setup()
                     guarded = _GuardedSession(
                         bench.session(env, self.ctx, params),
                         lambda err, env=env: fail(env, [-1], err, "teardown: "))

@@ -338,6 +338,12 @@ class Environment(ABC):
         """Daemons shared by all sandboxes (dockerd, containerd): measured once, not per box."""
         return []
 
+    def setup(self) -> None:  # noqa: B027 - most environments need nothing run-wide
+        """Run-wide set-up that no measured interval should pay for: a daemon, its network.
+        The runner calls it before each benchmark's session in this environment (so it must
+        be cheap once done); close() undoes it. Otherwise the first start of a run would
+        carry it, and its startup round would measure the set-up, not the sandbox."""
+
     def close(self) -> None:  # noqa: B027 - most environments hold nothing run-wide
         """Release environment-wide resources (a daemon the tool started) at the end of a run."""
 

@@ -398,6 +398,9 @@ class PodmanEnvironment(Environment):
                 "how": f"podman --cpus/--memory, cgroup v1 via cgroupfs ({rt})"}
 
     # -- lifecycle ---------------------------------------------------------------------------
+    def setup(self) -> None:
+        self.store.ensure_network()
+
     def prepare(self, spec: SandboxSpec) -> PodmanSandbox:
         self.store.ensure_network()
         tag = self.store.ensure_image(images.ensure(spec.image))
