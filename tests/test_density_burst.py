@@ -195,6 +195,8 @@ def test_density_ramp_stops_at_cap_with_every_step(tmp_path: Path, clean_host: N
     assert dirty.unit == "MiB" and dirty.kind == "size" and dirty.value > 0
     assert _by(ms, "start_time_p50").value > 0
     assert _by(ms, "start_time_p99").value >= _by(ms, "start_time_p50").value
+    teardown = json.loads((tmp_path / str(top.raw)).with_name("r000-teardown.json").read_text())
+    assert teardown["sandboxes"] == 5 and teardown["seconds"] > 0
 
 
 @pytest.mark.runtime

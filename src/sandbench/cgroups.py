@@ -80,9 +80,10 @@ def mounted() -> list[Hierarchy]:
     """Every cgroup hierarchy of this host once (v1 hierarchies and the v2 one).
 
     Read once per process: mountinfo grows by a line per network namespace, and with 4,353
-    mounts one read took 12 ms and the parse 20 ms, several times in every start and stop, so
-    a density ramp's start and teardown times grew with N through the tool's own work.
-    Hierarchies are mounted at boot; forget_mounts() makes the next call read again."""
+    mounts one read took 12 ms and the parse 20 ms, twice in every sandbox's stop (and in
+    every host-environment start), which made a density ramp's teardown grow with N through
+    the tool's own work. Hierarchies are mounted at boot; forget_mounts() makes the next
+    call read again."""
     return list(_mounted())
 
 

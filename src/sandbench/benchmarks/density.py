@@ -175,9 +175,15 @@ class Density(Benchmark):
             raise
         finally:
             try:
-                fleet.stop_all(boxes, int(p["teardown_workers"]))
+                took = fleet.stop_all(boxes, int(p["teardown_workers"]))
             except SandboxError as e:
                 teardown_errors.append(e)
+            else:
+                # Kept beside the steps: tearing thousands down is part of what a host costs.
+                with contextlib.suppress(OSError):
+                    ctx.save_raw(env.name, self.name, rnd, "teardown.json", json.dumps(
+                        {"sandboxes": len(boxes), "seconds": round(took, 3),
+                         "workers": int(p["teardown_workers"])}))
 
     @staticmethod
     def _before(n: int, cap: int, time_cap: float, reserve_cap: int | None,
