@@ -64,8 +64,10 @@ class FakeSandbox(Sandbox):
         self.do_mark = mark
         self.delay_s = delay_s
         self.stopped = False
+        self.launched = False
 
     def launch(self, argv: list[str] | None = None) -> None:
+        self.launched = True
         time.sleep(0.002)
         if self.do_mark:
             self.mark("created")
@@ -209,7 +211,10 @@ def test_startup_session_phases_sum_within_a_millisecond(
     assert total >= 0.01  # the fake probe waited 10 ms after launch
     assert got["startup_time"].extra["probe"] == "up 1.0"
     assert got["teardown_time"].value >= 0
-    assert env.made[0].stopped
+    # The first sandbox is the unlaunched prepare before round 0; the round's is the second.
+    warm, measured = env.made
+    assert not warm.launched and warm.stopped
+    assert measured.launched and measured.stopped
     if folded:
         assert got["phase_create"].extra == {"folded_into": "start"}
 

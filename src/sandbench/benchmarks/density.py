@@ -174,11 +174,12 @@ class Density(Benchmark):
                                  json.dumps(steps, indent=1))
             raise
         finally:
+            took: float | None = None
             try:
                 took = fleet.stop_all(boxes, int(p["teardown_workers"]))
             except SandboxError as e:
-                teardown_errors.append(e)
-            else:
+                teardown_errors.append(e)  # recorded with its evidence by the runner
+            if boxes and took is not None:
                 # Kept beside the steps: tearing thousands down is part of what a host costs.
                 with contextlib.suppress(OSError):
                     ctx.save_raw(env.name, self.name, rnd, "teardown.json", json.dumps(

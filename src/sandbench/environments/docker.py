@@ -161,9 +161,13 @@ def _record_bridge() -> None:
     """Note the kernel bridge behind our network (name and ifindex): it outlives a dockerd
     killed with the run, and only this record lets clean tell it from a foreign link."""
     f = _bridge_record_path()
-    cp = run_cmd(["docker", "network", "inspect", "--format", "{{.Id}}", NETWORK],
+    cp = run_cmd(["docker", "network", "inspect", "--format",
+                  f'{{{{.Id}}}} {{{{index .Labels "{paths.DOCKER_LABEL}"}}}}', NETWORK],
                  timeout=15, check=False)
-    name = f"br-{cp.stdout.strip()[:12]}"
+    nid, _, label = cp.stdout.strip().partition(" ")
+    if cp.returncode != 0 or label != "1":
+        return  # a network of that name without our label is not ours to remember
+    name = f"br-{nid[:12]}"
     try:
         ifindex = int(Path(f"/sys/class/net/{name}/ifindex").read_text())
     except (OSError, ValueError):
@@ -276,6 +280,7 @@ class DockerDaemon:
         if version:
             self._answered = True
             return version
+        self.forget()  # none answers: what was known of the last daemon is void
         dockerd = shutil.which("dockerd")
         if dockerd is None:
             raise SandboxError("dockerd not found; install Debian package docker.io")
@@ -321,6 +326,13 @@ class DockerDaemon:
         self.close()
         raise StepTimeout(f"dockerd did not answer within {DAEMON_START_TIMEOUT:g} s")
 
+    def forget(self) -> None:
+        """Ask the daemon again next time: after a docker command failed (a daemon not started
+        by the tool may have stopped, or its image been removed) or a new daemon started."""
+        self._answered = False
+        self._images.clear()
+        self._network_ready = False
+
     def ensure_network(self) -> None:
         if self._network_ready:
             return
@@ -343,7 +355,7 @@ class DockerDaemon:
                 ],
                 timeout=30,
             )
-        if self.owned is not None:
+        if self.owned is not None and self.owned.poll() is None:
             _record_bridge()
         self._network_ready = True
 
@@ -641,6 +653,7 @@ class DockerSandbox(Sandbox):
                                  state=self.describe_state()),
             ) from None
         if cp.returncode != 0:
+            self.env.daemon.forget()
             raise SandboxError(
                 f"docker {what} failed: {cp.stderr.strip()[-400:]}",
                 command_evidence(cmd, cp.returncode, cp.stdout, cp.stderr,
