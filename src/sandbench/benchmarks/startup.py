@@ -150,9 +150,9 @@ class Startup(Benchmark):
     def session(
         self, env: Environment, ctx: RunContext, params: dict[str, Any]
     ) -> Iterator[RoundFn]:
+        spec = ctx.spec(image=self.image, log=ctx.log_path(env.name, self.name, "console.log"))
+
         def one(rnd: int) -> list[Measurement]:
-            spec = ctx.spec(image=self.image, log=ctx.log_path(env.name, self.name,
-                                                                 "console.log"))
             t0 = time.perf_counter_ns()
             sb = env.prepare(spec)
             with sb, socket.socket(socket.AF_INET, socket.SOCK_STREAM) as ls:
@@ -185,6 +185,5 @@ class Startup(Benchmark):
         # One prepare, never launched, before round 0: what an environment does once per
         # image (Docker's and Podman's image check: 15 and 45 ms measured) then stays out of
         # the first round, whose prepare phase was an outlier against every later one.
-        env.prepare(ctx.spec(image=self.image, log=ctx.log_path(env.name, self.name,
-                                                                "console.log"))).stop()
+        env.prepare(spec).stop()
         yield one

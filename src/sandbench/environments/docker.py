@@ -157,6 +157,14 @@ def _bridge_record_path() -> Path | None:
     return state / "docker" / "bridge" if state else None
 
 
+def _ifindex(name: str) -> int | None:
+    """The kernel's index of link `name`; None when there is no such link."""
+    try:
+        return int(Path(f"/sys/class/net/{name}/ifindex").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _record_bridge() -> None:
     """Note the kernel bridge behind our network (name and ifindex): it outlives a dockerd
     killed with the run, and only this record lets clean tell it from a foreign link."""
@@ -168,9 +176,8 @@ def _record_bridge() -> None:
     if cp.returncode != 0 or label != "1":
         return  # a network of that name without our label is not ours to remember
     name = f"br-{nid[:12]}"
-    try:
-        ifindex = int(Path(f"/sys/class/net/{name}/ifindex").read_text())
-    except (OSError, ValueError):
+    ifindex = _ifindex(name)
+    if ifindex is None:
         return  # no such bridge (another driver or daemon): nothing of ours to remember
     if f is not None:
         f.with_suffix(".tmp").write_text(json.dumps({"name": name, "ifindex": ifindex}))
@@ -185,18 +192,13 @@ def _recorded_bridge() -> tuple[str, int] | None:
     try:
         rec = json.loads(f.read_text())
         name, ifindex = str(rec["name"]), int(rec["ifindex"])
-        now = int(Path(f"/sys/class/net/{name}/ifindex").read_text())
     except (OSError, ValueError, TypeError, KeyError):
         return None
-    return (name, ifindex) if now == ifindex else None
+    return (name, ifindex) if _ifindex(name) == ifindex else None
 
 
 def _del_bridge(name: str, ifindex: int) -> None:
-    try:
-        now = int(Path(f"/sys/class/net/{name}/ifindex").read_text())
-    except (OSError, ValueError):
-        now = None
-    if now == ifindex:  # the same link, not one made since under that name
+    if _ifindex(name) == ifindex:  # the same link, not one made since under that name
         run_cmd(["ip", "link", "del", name], timeout=20)
     f = _bridge_record_path()
     if f is not None:
@@ -386,13 +388,11 @@ class DockerDaemon:
         ]
 
     def close(self) -> None:
-        self._answered = False
-        self._images.clear()
+        self.forget()
         if self.owned is None:
             return
         # Our network's bridge link would outlive the daemon: remove it while it answers.
         run_cmd(["docker", "network", "rm", NETWORK], timeout=30, check=False)
-        self._network_ready = False
         owned, self.owned = self.owned, None
         try:
             proc = psutil.Process(owned.pid)
@@ -504,8 +504,7 @@ class DockerEnvironment(Environment):
         self.daemon.ensure_network()
 
     def prepare(self, spec: SandboxSpec) -> DockerSandbox:
-        self.daemon.ensure()
-        self.daemon.ensure_network()
+        self.setup()  # cached once done; callers outside the runner get it here
         tag = self.daemon.ensure_image(images.ensure(spec.image))
         return DockerSandbox(self, spec, tag)
 

@@ -402,7 +402,7 @@ class PodmanEnvironment(Environment):
         self.store.ensure_network()
 
     def prepare(self, spec: SandboxSpec) -> PodmanSandbox:
-        self.store.ensure_network()
+        self.setup()  # cached once done; callers outside the runner get it here
         tag = self.store.ensure_image(images.ensure(spec.image))
         return PodmanSandbox(self, spec, tag)
 
