@@ -291,3 +291,60 @@ def owned_dirs() -> list[Path]:
 
 def is_busy(err: OSError) -> bool:
     return err.errno == errno.EBUSY
+
+
+#: How long a freeze may take to settle (the kernel freezes a cgroup's tasks one by one;
+#: a task in an uninterruptible sleep holds it in FREEZING).
+FREEZE_SETTLE_S = 2.0
+
+
+def _freezer_dirs(rel: str) -> list[tuple[Path, int]]:
+    """Where rel can be frozen, best first: the v1 freezer hierarchy, then cgroup v2."""
+    relp = _check_rel(rel)
+    out: list[tuple[Path, int]] = []
+    for h in mounted():
+        if h.version == 1 and "freezer" in h.controllers:
+            out.insert(0, (h.path / relp, 1))
+        elif h.version == 2:
+            out.append((h.path / relp, 2))
+    return out
+
+
+def _has_procs(d: Path) -> bool:
+    try:
+        return bool((d / "cgroup.procs").read_text().strip())
+    except OSError:
+        return False
+
+
+def freeze(rel: str) -> Path | None:
+    """Freeze every task of cgroup rel with one write (the runtimes' own pause does the same
+    through a command); returns the cgroup frozen, None when no hierarchy holds rel's tasks
+    (then the caller pauses another way). An empty cgroup is never frozen: a process started
+    into it later would start frozen."""
+    for d, version in _freezer_dirs(rel):
+        if not _has_procs(d):
+            continue
+        if version == 1:
+            _write(d / "freezer.state", "FROZEN")
+            state, want = d / "freezer.state", "FROZEN"
+        else:
+            _write(d / "cgroup.freeze", "1")
+            state, want = d / "cgroup.events", "frozen 1"
+        deadline = time.monotonic() + FREEZE_SETTLE_S
+        while want not in state.read_text():
+            if time.monotonic() > deadline:
+                thaw(d)
+                raise SandboxError(f"cgroup {d} did not freeze within {FREEZE_SETTLE_S:g} s",
+                                   {"cgroup": str(d), "state": state.read_text()})
+            time.sleep(0.0002)
+        return d
+    return None
+
+
+def thaw(d: Path) -> None:
+    """Undo freeze(); d is what freeze returned."""
+    if (d / "freezer.state").exists():
+        _write(d / "freezer.state", "THAWED")
+    else:
+        _write(d / "cgroup.freeze", "0")

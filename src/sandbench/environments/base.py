@@ -151,6 +151,7 @@ class Sandbox(ABC):
         self._frozen = False
         self._native_paused = False
         self._signalled = False
+        self._cg_frozen: Path | None = None
         #: perf_counter_ns marks set by the driver during launch ("created", "started").
         self.marks: dict[str, int] = {}
         with _LIVE_LOCK:
@@ -189,13 +190,32 @@ class Sandbox(ABC):
     def _resume(self) -> None:  # noqa: B027 - the default pause does nothing to undo
         """Undo _pause()."""
 
+    def freezer_cgroup(self) -> str | None:
+        """The cgroup (relative to each hierarchy's root, under sandbench/) that holds all of
+        this sandbox's processes and nothing else, where freezing is one write; None = none
+        (the runtime's pause or signals are used)."""
+        return None
+
     def freeze(self) -> None:
-        """Keep this sandbox from running while another environment is measured: the
-        runtime's own pause where it has one, and SIGSTOP of every host process where it has
-        none, where the pause failed, or where a paused sandbox still runs
-        (stop_after_pause)."""
+        """Keep this sandbox from running while another environment is measured: its own
+        cgroup's freezer where it has one (one write, atomic against forks, and a gVisor
+        sentry stops with its tasks), else the runtime's own pause, and SIGSTOP of every host
+        process where it has neither, where the pause failed, or where a paused sandbox still
+        runs (stop_after_pause)."""
         if self._frozen or self._stopped:
             return
+        rel = self.freezer_cgroup()
+        if rel is not None:
+            from sandbench import cgroups
+
+            try:
+                self._cg_frozen = cgroups.freeze(rel)
+            except Exception:  # noqa: BLE001 - fall back to the runtime's pause
+                self._cg_frozen = None
+            if self._cg_frozen is not None:
+                self._frozen = True
+                self._native_paused = self._signalled = False
+                return
         try:
             self._native_paused = self._pause()
         except Exception:  # noqa: BLE001 - fall back to signals, which every sandbox takes
@@ -211,6 +231,12 @@ class Sandbox(ABC):
         if not self._frozen:
             return
         self._frozen = False
+        if self._cg_frozen is not None:
+            from sandbench import cgroups
+
+            frozen, self._cg_frozen = self._cg_frozen, None
+            cgroups.thaw(frozen)
+            return
         if self._signalled:
             for pid in self._pids_quiet():
                 with contextlib.suppress(psutil.Error):
@@ -368,10 +394,11 @@ def run_cmd(
     argv: list[str], timeout: float, check: bool = True, **kw: Any
 ) -> subprocess.CompletedProcess[str]:
     """subprocess.run with a bound; a timeout or failure becomes a SandboxError naming argv."""
+    from sandbench import spawn
     from sandbench.errors import SandboxError, StepTimeout, command_evidence
 
     try:
-        cp = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kw)
+        cp = spawn.run(argv, capture_output=True, text=True, timeout=timeout, **kw)
     except subprocess.TimeoutExpired as e:
         raise StepTimeout(f"{' '.join(argv[:3])} did not finish within {timeout:g} s",
                           command_evidence(argv, None, e.stdout, e.stderr,

@@ -184,6 +184,10 @@ class HostSandbox(Sandbox):
                      preexec_fn=self._join_cgroup)
         return Completed(argv, cp.returncode, cp.stdout, cp.stderr)
 
+    def freezer_cgroup(self) -> str | None:
+        # The transient cgroup holds the first process and every exec'd server.
+        return self.cgroup if self.proc is not None else None
+
     def host_pids(self) -> list[int]:
         roots = [self.proc.pid] if self.proc else []
         # Servers started through exec() are not launch's children, but are in the cgroup.

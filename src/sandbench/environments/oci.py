@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sandbench import cgroups, images, net, paths, procs, seccomp
+from sandbench import cgroups, images, net, paths, procs, seccomp, spawn
 from sandbench.binaries import version_of as version_of  # re-exported for docker.py
 from sandbench.environments import cgroup_limits, oci_spec, probe_cache
 from sandbench.environments.base import (
@@ -306,8 +306,8 @@ class OciSandbox(Sandbox):
         """One runtime step whose output goes to the console log; failures carry evidence."""
         with open(log, "ab") as out:
             try:
-                cp = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                    timeout=self.start_timeout)
+                cp = spawn.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                               timeout=self.start_timeout)
             except subprocess.TimeoutExpired:
                 raise StepTimeout(
                     f"{self.env.name}: `{what}` did not return within {self.start_timeout:g} s",
@@ -367,8 +367,13 @@ class OciSandbox(Sandbox):
                 self._roots = roots + found
         return procs.descendants(self._roots)
 
-    # The runtimes' own pause: runc/crun freeze the container's cgroup (atomic, no race with
-    # a fork, and its processes see no SIGSTOP); runsc pauses every task in the sentry.
+    def freezer_cgroup(self) -> str | None:
+        # runc, crun and runsc all put the sandbox's processes (for runsc: sentry, gofer and
+        # stubs) in the bundle's cgroupsPath, the freezer hierarchy included.
+        return self.cgroup if self.created else None
+
+    # The runtimes' own pause, where the freezer cgroup is missing: runc/crun freeze the
+    # container's cgroup too; runsc pauses every task in the sentry.
     def _pause(self) -> bool:
         if not self.created:
             return False
