@@ -226,3 +226,12 @@ def test_thin_warning_says_tests_cannot_reach_significance() -> None:
     assert w.kind == "thin"
     assert "cannot" in w.advice and "rarely" not in w.advice
     assert "0.33 at n=2" in w.advice and "1 at n=1" in w.advice
+
+
+def test_ties_at_five_a_side_decide_a_tenfold_regression() -> None:
+    """scipy falls back to the asymptotic p (0.012) with a tie at n < 8; the exact
+    enumeration reaches min_p(5, 5) = 0.0079, so the difference is decided."""
+    from sandbench.stats import difference, mann_whitney, min_p
+    a, b = [1.0, 1.0, 2.0, 3.0, 4.0], [10.0, 11.0, 12.0, 13.0, 14.0]
+    assert mann_whitney(a, b) == pytest.approx(min_p(5, 5))
+    assert difference(a, b).different

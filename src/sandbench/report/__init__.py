@@ -37,7 +37,10 @@ def write_report(results_dir: Path | Sequence[Path], baseline: str = "host",
     target.mkdir(parents=True, exist_ok=True)
     figures = write_figures(run, target / "figures")
     rules, claims = load_claims(CLAIMS_FILE)
-    scored = {h: evaluate_claims(ss, claims, rules) for h, ss in run.host_samples.items()}
+    # each host's own meta, so likely causes (a host that is itself a VM) and TCG reach the report
+    host_meta = {src.host: src.meta for src in run.sources}
+    scored = {h: evaluate_claims(ss, claims, rules, host_meta.get(h, run.meta))
+              for h, ss in run.host_samples.items()}
     write_summary_csv(run, target / "summary.csv")
     (target / "report.md").write_text(render_markdown(run, figures, scored), encoding="utf-8")
     html = target / "report.html"
