@@ -1,4 +1,4 @@
-"""Podman's teardown must not swallow a container that outlives `podman rm` (issue 20)."""
+"""Teardown and lock checks by evidence and start time (issue 20 items 5): Podman rm, the run lock."""
 
 from __future__ import annotations
 
@@ -24,3 +24,13 @@ def test_wait_gone_raises_with_evidence_when_a_process_survives() -> None:
         p.kill()
         p.wait()
     _wait_gone(cid, 0.3)  # gone now: returns quietly
+
+
+def test_run_lock_of_a_reused_pid_is_not_alive(tmp_path: object) -> None:
+    """The run lock trusts a pid only with the start time it wrote (issue 20 item 5)."""
+    import os
+
+    from sandbench import study
+
+    assert study._lock_alive(os.getpid(), "")  # old lock files without a time: pid alone
+    assert not study._lock_alive(os.getpid(), "1.0")  # same pid, other start time: reused
