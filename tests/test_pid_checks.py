@@ -1,4 +1,4 @@
-"""Teardown and lock checks by evidence and start time (issue 20 items 5): Podman rm, the run lock."""
+"""Teardown and lock checked by evidence and start time (issue 20): Podman rm, run lock."""
 
 from __future__ import annotations
 
