@@ -238,7 +238,6 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def active_runs() -> list[tuple[int, str]]:
     """(pid, results dir) of sandbench runs alive now, from their lock files."""
-    import psutil
 
     d = paths.STATE_DIR / "runs"
     out = []
@@ -248,18 +247,35 @@ def active_runs() -> list[tuple[int, str]]:
                 pid = int(f.name)
             except ValueError:
                 continue
-            if psutil.pid_exists(pid) and pid != os.getpid():
-                out.append((pid, f.read_text().strip()))
-            elif not psutil.pid_exists(pid):
+            lines = f.read_text().splitlines()
+            if pid == os.getpid():
+                continue
+            if _lock_alive(pid, lines[1] if len(lines) > 1 else ""):
+                out.append((pid, lines[0].strip() if lines else ""))
+            else:
                 f.unlink(missing_ok=True)
     return out
+
+
+def _lock_alive(pid: int, created: str) -> bool:
+    """A lock's pid is alive only as the process that wrote it: same start time (pid reuse)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return not created or abs(proc.create_time() - float(created)) <= 0.01
+    except (psutil.NoSuchProcess, ValueError):
+        return False
 
 
 @contextlib.contextmanager
 def run_lock(out: Path) -> Iterator[None]:
     """Marks this run as alive so that `sandbench clean` leaves its sandboxes alone."""
+    import psutil
+
     f = paths.state("runs") / str(os.getpid())
-    f.write_text(str(out.resolve()))
+    # Second line: our start time, so a later process reusing the pid is not taken for us.
+    f.write_text(f"{out.resolve()}\n{psutil.Process().create_time()!r}\n")
     try:
         yield
     finally:

@@ -481,15 +481,22 @@ def _remove_container(cid: str) -> None:
     _wait_gone(cid, STOP_TIMEOUT)
 
 
-def _wait_gone(cid: str, timeout: float) -> None:
+def _wait_gone(cid: str, timeout: float, rm_error: str = "") -> None:
     """`podman rm` returns while conmon and its exit command still run: a stop means nothing
-    of the container is left, so wait for every process naming it."""
+    of the container is left, so wait for every process naming it. Processes still alive at
+    the deadline are a leak: raise with them (and rm's own error) as evidence, so the cell
+    fails instead of the container living on unrecorded."""
     deadline = time.monotonic() + timeout
+    alive: list[int] = []
     while time.monotonic() < deadline:
         alive = [p for p in procs.find_by_cmdline(cid) if _status(p) not in ("", "zombie")]
         if not alive:
             return
         time.sleep(0.02)
+    raise SandboxError(
+        f"podman container {cid} still has {len(alive)} process(es) {timeout:g} s after rm",
+        {"container": cid, "pids": alive, "rm_error": rm_error[-2000:]},
+    )
 
 
 def _status(pid: int) -> str:
@@ -628,10 +635,15 @@ class PodmanSandbox(Sandbox):
     def _stop(self) -> None:
         if not self.launched:
             return
-        with contextlib.suppress(SandboxError):
-            run_cmd([*self.cmd, "rm", "--force", "--time", "0", "--ignore", self.name],
-                    timeout=STOP_TIMEOUT, check=False)
-        _wait_gone(self.container_id or self.name, STOP_TIMEOUT)
+        rm_error = ""
+        try:
+            cp = run_cmd([*self.cmd, "rm", "--force", "--time", "0", "--ignore", self.name],
+                         timeout=STOP_TIMEOUT, check=False)
+            if cp.returncode != 0:
+                rm_error = f"podman rm exited {cp.returncode}: {cp.stderr}"
+        except SandboxError as e:  # timed out: whether anything is left decides below
+            rm_error = str(e)
+        _wait_gone(self.container_id or self.name, STOP_TIMEOUT, rm_error)
         if self.container_id:
             with contextlib.suppress(ValueError):
                 cgroups.remove_tree(f"{CGROUP_PARENT}/libpod-{self.container_id}")
