@@ -63,9 +63,10 @@ def state_root(env_name: str) -> Path:
 
 
 class AgentVmEnvironment(Environment):
-    isolation_class = "VM"
     """What QEMU and Firecracker environments share: resources from the run's limits, the
     boot bound, and the leftovers of killed runs."""
+
+    isolation_class = "VM"
 
     family = "vm"
     #: Guest RAM and boot bound when the run sets no limit / no override.
