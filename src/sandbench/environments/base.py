@@ -315,6 +315,9 @@ class Environment(ABC):
     description: str = ""
     #: "container", "gvisor", "vm", "host" - lets the report group and colour.
     family: str = "container"
+    #: One of "host", "process sandbox", "container", "user-space kernel",
+    #: "system container", "VM" (agreed contract; the report groups rows by it).
+    isolation_class: str = "container"
 
     @abstractmethod
     def available(self) -> Availability:

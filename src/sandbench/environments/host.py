@@ -44,6 +44,7 @@ class HostEnvironment(Environment):
     name = "host"
     description = "bare host processes (baseline)"
     family = "host"
+    isolation_class = "host"
 
     def available(self) -> Availability:
         return Availability.yes()

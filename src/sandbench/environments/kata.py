@@ -193,6 +193,8 @@ def _containerd_pids() -> list[int]:
 
 class KataEnvironment(Environment):
     family = "vm"
+    #: Container-in-VM; the VM is the isolation boundary.
+    isolation_class = "VM"
 
     def __init__(self, variant: KataVariant) -> None:
         self.v = variant

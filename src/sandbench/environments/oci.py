@@ -99,6 +99,8 @@ class OciEnvironment(Environment):
         self.name = variant.name
         self.description = variant.description
         self.family = variant.family
+        # gVisor variants run on a user-space kernel; runc and crun are containers.
+        self.isolation_class = "user-space kernel" if variant.family == "gvisor" else "container"
 
     # -- discovery -------------------------------------------------------------------------
     def binary_path(self) -> str | None:

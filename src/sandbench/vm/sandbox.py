@@ -66,6 +66,8 @@ class AgentVmEnvironment(Environment):
     """What QEMU and Firecracker environments share: resources from the run's limits, the
     boot bound, and the leftovers of killed runs."""
 
+    isolation_class = "VM"
+
     family = "vm"
     #: Guest RAM and boot bound when the run sets no limit / no override.
     default_memory_mib: int = 256
