@@ -18,7 +18,14 @@ from typing import Any
 
 from sandbench import net, seccomp, seccomp_bpf
 from sandbench.environments import oci_spec
-from sandbench.environments.base import IDLE_ARGV, Availability, Completed, Leftover, SandboxSpec, run_cmd
+from sandbench.environments.base import (
+    IDLE_ARGV,
+    Availability,
+    Completed,
+    Leftover,
+    SandboxSpec,
+    run_cmd,
+)
 from sandbench.environments.host import HostEnvironment, HostSandbox
 from sandbench.errors import SandboxError
 
