@@ -289,6 +289,8 @@ class Environment(ABC):
     description: str = ""
     #: "container", "gvisor", "vm", "host" - lets the report group and colour.
     family: str = "container"
+    isolation_class: str = "container"
+    exec_not_applicable: str = ""
 
     @abstractmethod
     def available(self) -> Availability:
