@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 
 import psutil
 import pytest
@@ -50,6 +51,11 @@ def test_bubblewrap_network_limits_memory_freeze(clean_host: None) -> None:
         assert any(psutil.Process(p).name() == "bwrap" for p in pids)
         assert any(psutil.Process(p).name() == "probe" for p in pids)
         sb.freeze()
+        # SIGSTOP takes effect asynchronously: allow the kernel a moment to stop each one.
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline and not all(
+                psutil.Process(p).status() == psutil.STATUS_STOPPED for p in pids):
+            time.sleep(0.01)
         assert all(psutil.Process(p).status() == psutil.STATUS_STOPPED for p in pids)
         sb.thaw()
         assert sb.exec(["/bin/true"]).returncode == 0
