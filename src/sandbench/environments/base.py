@@ -318,6 +318,9 @@ class Environment(ABC):
     #: One of "host", "process sandbox", "container", "user-space kernel",
     #: "system container", "VM" (agreed contract; the report groups rows by it).
     isolation_class: str = "container"
+    #: Why this environment has no native way to run a command in a running sandbox
+    #: (the exec benchmark then says "not applicable" with it); "" = it has one.
+    exec_not_applicable: str = ""
 
     @abstractmethod
     def available(self) -> Availability:

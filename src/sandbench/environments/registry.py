@@ -12,6 +12,7 @@ import importlib.metadata
 from collections.abc import Callable
 
 from sandbench.environments.base import Environment
+from sandbench.environments.bubblewrap import BubblewrapEnvironment
 from sandbench.environments.docker import DockerEnvironment
 from sandbench.environments.firecracker import FirecrackerEnvironment
 from sandbench.environments.host import HostEnvironment
@@ -48,6 +49,7 @@ def _extra() -> list[Environment]:
 def all_environments() -> list[Environment]:
     envs: list[Environment] = [HostEnvironment()]
     envs += [OciEnvironment(v) for v in VARIANTS]
+    envs.append(BubblewrapEnvironment())
     envs.append(DockerEnvironment(None))
     envs += [DockerEnvironment(p) for p in ("ptrace", "systrap", "kvm")]
     envs += [PodmanEnvironment(gvisor=False), PodmanEnvironment(gvisor=True)]
