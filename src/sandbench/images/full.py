@@ -1,6 +1,7 @@
 """The full workload image: a Debian rootfs built by mmdebstrap from Debian's packages (fio,
-sysbench, iperf3, nginx, MariaDB, iproute2, procps, systemd for the VM), plus the static
-helpers of the minimal image. Rebuilt only when the package list, suite, mirror or helpers
+sysbench, iperf3, nginx, MariaDB, iproute2, procps, systemd for the VM; python3, gcc and make
+for devloop), plus the static helpers of the minimal image and devloop's pinned inputs
+(devloop_inputs.py). Rebuilt only when the package list, suite, mirror or helpers
 change. Usable as an OCI bundle rootfs, a `docker import`ed image and (vm.py) an ext4 disk.
 """
 
@@ -11,6 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from sandbench.images import devloop_inputs
 from sandbench.images.base import (
     HELPERS,
     ImageBuilder,
@@ -36,6 +38,12 @@ PACKAGES = [
     "systemd-sysv",
     "udev",
     "kmod",
+    # The devloop benchmark: a venv and pip install from wheels, a C build (Lua) with make.
+    "python3",
+    "python3-venv",
+    "gcc",
+    "libc6-dev",
+    "make",
 ]
 BUILD_TIMEOUT_S = 1800
 
@@ -66,6 +74,7 @@ class FullImage(ImageBuilder):
             "packages": ",".join(sorted(PACKAGES)),
             "mirror": debian_mirror(),
             "gcc": gcc_version(),
+            "devloop": devloop_inputs.image_input(),
         }
         ins.update({f"helper:{h}": helper_source(h) for h in HELPERS})
         return ins
@@ -111,6 +120,8 @@ class FullImage(ImageBuilder):
             raise RuntimeError(f"mmdebstrap failed ({proc.returncode}): {tail}")
         progress("compiling helpers")
         build_helpers(rootfs / "sb")
+        progress("devloop inputs (pinned wheels, Lua source), sha256 checked")
+        devloop_inputs.install(rootfs, debian_mirror())
         (rootfs / "data").mkdir(exist_ok=True)
 
 
