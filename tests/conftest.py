@@ -58,10 +58,12 @@ def host_state() -> dict[str, Any]:
     # iproute2 makes /run/netns a shared mount the first time any namespace is added on a
     # boot; it is the system's, not a leak.
     mounts.discard("/run/netns")
+    from sandbench.environments.docker_daemon import cli, socket_path
+
     docker = ""
-    if subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True).returncode == 0:
+    if socket_path().exists():  # sandbench's own dockerd runs (the only one it drives)
         docker = subprocess.run(
-            ["docker", "ps", "-aq"], capture_output=True, text=True, timeout=30
+            cli("ps", "-aq"), capture_output=True, text=True, timeout=30
         ).stdout
     return {
         "processes": procs,

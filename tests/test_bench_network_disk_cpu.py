@@ -111,9 +111,10 @@ class Tracker:
             cmd = " ".join(p.info["cmdline"] or [])
             if p.info["pid"] != os.getpid() and (ours(cmd) or MARKER in cmd or DATA_FILE in cmd):
                 left.append(f"process {p.info['pid']}: {cmd[:120]}")
-        dockerd = subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True).returncode == 0
-        if names and dockerd:
-            cp = subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}}"],
+        from sandbench.environments.docker_daemon import cli, socket_path
+
+        if names and socket_path().exists():
+            cp = subprocess.run(cli("ps", "-a", "--format", "{{.Names}}"),
                                 capture_output=True, text=True, timeout=30)
             left += [f"docker container {n}" for n in cp.stdout.split() if ours(n)]
         return left

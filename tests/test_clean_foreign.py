@@ -10,6 +10,7 @@ survive a clean, a kill -9 of a run followed by clean, and a run's own teardown.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -139,29 +140,29 @@ def test_kill_9_then_clean_spares_foreign_objects(foreign: Foreign, tmp_path: Pa
 def test_clean_spares_unlabelled_docker_container(tmp_path: Path) -> None:
     env = env_or_skip("docker")
     from sandbench import images
-    from sandbench.environments.docker import DAEMON
+    from sandbench.environments.docker_daemon import DAEMON, cli
 
     DAEMON.ensure()
     tag = DAEMON.ensure_image(images.ensure("minimal"))
     name = f"foreign-{os.getpid()}"
-    subprocess.run(["docker", "create", "--name", name, tag, "/sb/probe", "idle"],
+    subprocess.run(cli("create", "--name", name, tag, "/sb/probe", "idle"),
                    check=True, capture_output=True, timeout=60)
     try:
         cp = run_cli("clean", timeout=300)
         assert cp.returncode == 0, cp.stdout + cp.stderr
-        st = subprocess.run(["docker", "inspect", "--format", "{{.Name}}", name],
+        st = subprocess.run(cli("inspect", "--format", "{{.Name}}", name),
                             capture_output=True, text=True, timeout=30)
         assert st.returncode == 0 and name in st.stdout, "the unlabelled container was removed"
         assert name not in cp.stdout
     finally:
-        subprocess.run(["docker", "rm", "--force", name], capture_output=True, timeout=60)
+        subprocess.run(cli("rm", "--force", name), capture_output=True, timeout=60)
         env.close()
 
 
 def test_stale_dockerd_record_is_not_trusted(tmp_path: Path) -> None:
     """A record naming a live process called dockerd that sandbench did not start (another
     config, or another start time) is not sandbench's daemon: clean leaves it alone."""
-    from sandbench.environments import docker
+    from sandbench.environments import docker_daemon
 
     exe = tmp_path / "dockerd"
     shutil.copy("/bin/sleep", exe)
@@ -173,9 +174,9 @@ def test_stale_dockerd_record_is_not_trusted(tmp_path: Path) -> None:
         start = psutil.Process(fake.pid).create_time()
         owned.write_text(f'{{"pid": {fake.pid}, "start": {start!r}, "config": '
                          f'"{d}/daemon.json", "run_pid": 999999999, "run_start": 0}}')
-        assert docker.owned_dockerd() is None
+        assert docker_daemon.owned_dockerd() is None
         owned.write_text(str(fake.pid))  # the old format: a bare pid
-        assert docker.owned_dockerd() is None
+        assert docker_daemon.owned_dockerd() is None
         cp = run_cli("clean", "--dry-run", timeout=120)
         assert f"dockerd {fake.pid}" not in cp.stdout
         assert fake.poll() is None
@@ -190,42 +191,47 @@ def test_stale_dockerd_record_is_not_trusted(tmp_path: Path) -> None:
 
 _START_DAEMON = """
 import time
-from sandbench.environments.docker import DAEMON
+from sandbench.environments.docker_daemon import DAEMON, owned_containerd
 DAEMON.ensure()
-DAEMON.ensure_network()
-print(DAEMON.owned.pid, flush=True)
+print(DAEMON.owned.pid, owned_containerd().pid, flush=True)
 time.sleep(600)
 """
 
 
-def test_clean_removes_bridge_of_killed_dockerd_and_spares_lookalike(tmp_path: Path) -> None:
-    """sandbench's dockerd and the run that started it die by SIGKILL: the kernel bridge of
-    the tool's Docker network outlives both. clean removes it (its name and ifindex are on
-    record) and its marked processes; a foreign bridge named like Docker's survives."""
-    env_or_skip("docker")
-    from sandbench.environments.docker import DAEMON
-
-    if DAEMON.server_version() is not None:
-        pytest.skip("a dockerd already answers; this test needs to start and kill "
-                    "sandbench's own")
-    before = host_state()
+def _start_daemon_in_child() -> tuple[subprocess.Popen[str], int, int]:
     child = subprocess.Popen([sys.executable, "-c", _START_DAEMON],
                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    dockerd, containerd = map(int, child.stdout.readline().split())
+    return child, dockerd, containerd
+
+
+def test_kill_9_of_run_and_dockerd_then_clean_removes_daemon_store_bridge(tmp_path: Path
+                                                                         ) -> None:
+    """sandbench's dockerd and the run that started it die by SIGKILL: its containerd, its
+    store's mounts and its bridge outlive both. clean removes them all (the daemons by their
+    records, the bridge by its mark); a foreign bridge named like Docker's survives."""
+    env_or_skip("docker")
+    from sandbench.environments import docker_daemon as dd
+
+    before = host_state()
     lookalike = "br-0f0f0f0f0f0f"
+    child, dockerd, containerd = _start_daemon_in_child()
     try:
-        assert child.stdout is not None
-        dockerd = int(child.stdout.readline())
-        bridges = {n for n in host_state()["links"] - before["links"] if n.startswith("br-")}
-        assert bridges, "the tool's network should have a kernel bridge"
+        assert dd.our_bridge(), "sandbench's dockerd runs on its own marked bridge"
+        assert dd.BRIDGE not in before["links"]
         subprocess.run(["ip", "link", "add", lookalike, "type", "bridge"], check=True)
         os.kill(dockerd, signal.SIGKILL)
         child.kill()
         child.wait(timeout=30)
         assert _wait_for(lambda: not psutil.pid_exists(dockerd), 30)
-        assert bridges <= set(os.listdir("/sys/class/net")), "the bridge outlives the daemon"
+        assert psutil.pid_exists(containerd), "its containerd outlives the kill"
         cp = run_cli("clean", timeout=300)
         assert cp.returncode == 0, cp.stdout + cp.stderr
-        assert f"link {bridges.pop()} (bridge of sandbench's dockerd)" in cp.stdout, cp.stdout
+        assert f"containerd {containerd} started by sandbench" in cp.stdout, cp.stdout
+        assert not psutil.pid_exists(containerd)
+        assert not Path(f"/sys/class/net/{dd.BRIDGE}").exists()
+        assert not dd.data_root().exists() and not dd.exec_root().exists()
         assert Path(f"/sys/class/net/{lookalike}").exists(), "foreign bridge removed"
         assert lookalike not in cp.stdout
     finally:
@@ -286,3 +292,87 @@ def test_doctor_probes_leave_nothing() -> None:
     assert not new_cg, f"doctor left cgroups: {sorted(new_cg)[:5]}"
     new = {str(i) for i in cleanup.find_leftovers()} - before
     assert not new, f"doctor left: {sorted(new)[:5]}"
+
+
+def _system_docker(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["/usr/bin/docker", "-H", "unix:///var/run/docker.sock", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_system_docker_store_bridge_and_user_processes_survive(tmp_path: Path) -> None:
+    """A system Docker as Debian's docker.io leaves it (store in /var/lib/docker with a
+    restart-policy container, docker0, the default socket), a user's process whose argv names
+    the state directory and a directory in the cache dir: none of it is touched by a run of
+    sandbench's own dockerd, a kill -9 of that run and its daemon, or clean."""
+    env_or_skip("docker")
+    from sandbench import images
+    from sandbench.environments import docker_daemon as dd
+
+    system_paths = [Path("/var/lib/docker"), Path("/var/run/docker.sock"),
+                    Path("/var/run/docker"), Path("/sys/class/net/docker0")]
+    if any(p.exists() for p in system_paths) or Path("/run/containerd").exists():
+        pytest.skip("a system Docker is installed or was run here; this test makes one of "
+                    "its own and removes it afterwards, so it needs a machine without one")
+    tarball = images.ensure("minimal").tarball
+    had_docker_cgroup = {h: (h / "docker").is_dir() for h in cgroups.hierarchies()}
+    log = open(tmp_path / "system-dockerd.log", "wb")  # noqa: SIM115
+    # As the system unit would start it: default data-root, socket, exec-root and docker0.
+    # Only host-wide switches are off, and docker0 is kept out of Docker's default range.
+    system = subprocess.Popen(["/usr/sbin/dockerd", "--iptables=false", "--ip-forward=false",
+                               "--ip-masq=false", "--bip", "198.19.64.1/24"],
+                              stdout=log, stderr=log, start_new_session=True)
+    user = subprocess.Popen(["sh", "-c", "sleep 3600", f"{paths.STATE_DIR}/user-note"],
+                            start_new_session=True)
+    cache_dir = paths.cache("user-kept")
+    (cache_dir / "precious.txt").write_text("user data\n")
+    try:
+        assert _wait_for(lambda: _system_docker("version").returncode == 0, 60)
+        assert _system_docker("import", str(tarball), "user/img:1", timeout=300).returncode == 0
+        cp = _system_docker("run", "-d", "--restart", "always", "--name", "user-app",
+                            "user/img:1", "/sb/probe", "idle")
+        assert cp.returncode == 0, cp.stderr
+        cid = cp.stdout.strip()
+        system.terminate()
+        system.wait(timeout=60)
+        docker0 = int(Path("/sys/class/net/docker0/ifindex").read_text())
+        store = sorted(p.name for p in Path("/var/lib/docker/containers").iterdir())
+        assert store == [cid]
+        before = host_state()
+
+        child, dockerd, _containerd = _start_daemon_in_child()
+        ps = subprocess.run(dd.cli("ps", "-a", "--format", "{{.Names}}"),
+                            capture_output=True, text=True, timeout=30)
+        assert ps.returncode == 0 and "user-app" not in ps.stdout, "ours read the user's store"
+        os.kill(dockerd, signal.SIGKILL)
+        child.kill()
+        child.wait(timeout=30)
+        cp = run_cli("clean", timeout=300)
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+        assert "user-kept" not in cp.stdout and str(user.pid) not in cp.stdout, cp.stdout
+
+        assert user.poll() is None, "a user's process naming the state dir was killed"
+        assert (cache_dir / "precious.txt").read_text() == "user data\n"
+        assert int(Path("/sys/class/net/docker0/ifindex").read_text()) == docker0
+        assert sorted(p.name for p in Path("/var/lib/docker/containers").iterdir()) == store
+        assert not any(line.split()[4].startswith("/var/lib/docker")
+                       for line in Path("/proc/self/mountinfo").read_text().splitlines()), \
+            "a mount on the user's store"
+        assert not Path("/var/run/docker.sock").exists() or \
+            _system_docker("version").returncode != 0, "something started the user's daemon"
+        assert_same_host(before, host_state())
+    finally:
+        user.kill()
+        system.kill()
+        system.wait(timeout=30)
+        log.close()
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        # Leave the machine as the test found it: without a system Docker.
+        subprocess.run(["ip", "link", "del", "docker0"], capture_output=True)
+        for p in ("/var/lib/docker", "/var/run/docker", "/var/run/docker.sock", "/run/containerd",
+                  "/var/run/docker.pid"):
+            subprocess.run(["rm", "-rf", p], capture_output=True)
+        for h, had in had_docker_cgroup.items():
+            if not had and (h / "docker").is_dir():
+                with contextlib.suppress(OSError):
+                    for d in sorted((h / "docker").glob("**/"), key=lambda x: -len(str(x))):
+                        d.rmdir()

@@ -6,7 +6,7 @@ descendants). What no single driver owns is found here or by the module that mak
 namespaces and links (net.py, a name pattern plus an owner record), volumes (volume.py, a
 name pattern plus an owner file, in a marked volume directory), cgroups (cgroups.py, the
 sandbench/ tree of each hierarchy), mounts and state entries under the marked state
-directory, and processes whose command line names the state, volume or image directory.
+directory, and processes that run a binary only sandbench ships or live in its cgroups.
 
 Anything of a sandbox whose owner process still runs is in use, not a leftover: a run's own
 sandboxes never show up as "leftovers of earlier runs", and clean never removes them.
@@ -62,38 +62,60 @@ def _own_lineage() -> set[int]:
     return {me.pid, *(p.pid for p in me.parents()), *(p.pid for p in me.children(True))}
 
 
-def _process_marks() -> list[str]:
+def _exe_roots() -> list[str]:
+    """Directories whose binaries only sandbench runs: the image cache (the host environment
+    runs the image's tools from there), the marked state and volume directories."""
     from sandbench.volume import VOLUME_ROOT
 
-    marks = [f"{paths.CACHE_DIR}/images/"]  # the host environment runs helpers from the image
+    roots = []
+    if paths.unsafe_dir_reason(paths.CACHE_DIR) is None and paths.is_marked(paths.CACHE_DIR):
+        roots.append(f"{paths.CACHE_DIR}/images/")
     state = paths.state_root_if_ours()
     if state is not None:
-        marks.append(f"{state}/")
+        roots.append(f"{state}/")
     if paths.is_marked(VOLUME_ROOT):
-        marks.append(f"{VOLUME_ROOT}/")
-    return marks
+        roots.append(f"{VOLUME_ROOT}/")
+    return roots
+
+
+def _sandbench_cgroup(pid: int) -> str | None:
+    """The process's cgroup path when it lies in a sandbench/ tree (any hierarchy)."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as fh:
+            for line in fh:
+                path = line.rstrip("\n").split(":", 2)[-1]
+                if path == f"/{cgroups.BASE}" or path.startswith(f"/{cgroups.BASE}/"):
+                    return path
+    except OSError:
+        pass
+    return None
 
 
 def _stray_processes(listed: set[int]) -> list[Leftover]:
-    """Processes whose command line names a directory only sandbench uses, not already
-    listed by a driver and not of a live sandbox (its id has a live owner)."""
-    marks = _process_marks()
-    state = paths.state_root_if_ours()
-    # The Docker driver alone judges its daemon and what carries its marks (a daemon of a
-    # live run is not a leftover, and it is stopped gracefully, not killed).
-    driver_marks = [f"{state}/docker/"] if state else []
+    """Processes that are sandbench's by a mark they carry, not by what their argv names: a
+    binary that only sandbench runs (its executable lies in the image cache, the state or
+    the volume directory), or membership of a sandbench/ cgroup. A user's `tail -f` of a
+    file in the state directory or `du` of the volume directory is neither. Skipped: those
+    a driver already listed, this process's lineage, and those of a live sandbox."""
+    roots = _exe_roots()
     skip = _own_lineage() | listed
     live = paths.live_ids()
     found = []
     for p in psutil.process_iter(["pid", "name", "cmdline", "create_time"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if p.info["pid"] in skip or not any(m in cmd for m in marks) \
-                or any(m in cmd for m in driver_marks):
+        pid = p.info["pid"]
+        if pid in skip:
             continue
-        if paths.ids_in(cmd) & live:
+        try:
+            exe = p.exe()
+        except psutil.Error:
+            exe = ""
+        group = _sandbench_cgroup(pid)
+        if not (group or any(exe.startswith(r) for r in roots)):
             continue
-        found.append(Leftover("process", f"{p.info['pid']} {p.info['name']}",
-                              partial(procs.kill_exact, p.info["pid"], p.info["create_time"])))
+        if (paths.ids_in(" ".join(p.info["cmdline"] or [])) | paths.ids_in(group or "")) & live:
+            continue
+        found.append(Leftover("process", f"{pid} {p.info['name']}",
+                              partial(procs.kill_exact, pid, p.info["create_time"])))
     return found
 
 
@@ -114,10 +136,16 @@ def _mounts_under_state() -> list[Leftover]:
             for m in sorted(set(found), key=len, reverse=True)]
 
 
+def _mounted() -> set[str]:
+    with open("/proc/self/mountinfo") as fh:
+        return {line.split()[4].replace("\\040", " ") for line in fh}
+
+
 def _umount(mnt: str) -> None:
     from sandbench.environments.base import run_cmd
 
-    run_cmd(["umount", "-l", mnt], timeout=30)
+    if mnt in _mounted():  # an item removed before (a daemon's store) took it already
+        run_cmd(["umount", "-l", mnt], timeout=30)
 
 
 def _cgroup_leftovers() -> list[Leftover]:

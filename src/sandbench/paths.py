@@ -148,7 +148,16 @@ def state(*parts: str) -> Path:
     return p
 
 
+DEFAULT_CACHE_DIR = Path("/var/cache/sandbench")
+_CACHE_CHECKED = False
+
+
 def cache(*parts: str) -> Path:
+    """A directory under CACHE_DIR, which is checked (once) and marked like the state dir."""
+    global _CACHE_CHECKED
+    if not _CACHE_CHECKED:
+        owned_dir(CACHE_DIR, "SANDBENCH_CACHE_DIR", adopt=CACHE_DIR == DEFAULT_CACHE_DIR)
+        _CACHE_CHECKED = True
     p = CACHE_DIR.joinpath(*parts)
     p.mkdir(parents=True, exist_ok=True)
     return p

@@ -29,6 +29,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SANDBENCH_VOLUME_DIR", "/var/lib/sandbench/volumes",
             "benchmark volumes (fio files, MariaDB data, VM data disks): put it on the disk "
             "you want measured; never tmpfs"),
+    Setting("SANDBENCH_DOCKER_HOST", None,
+            "measure Docker with this daemon (e.g. unix:///var/run/docker.sock) instead of "
+            "the one sandbench starts with its own store; the user's store is then used"),
     Setting("SANDBENCH_SECCOMP_PROFILE", "/usr/share/containers/seccomp.json",
             "the Docker/Podman default seccomp profile given to runc and crun bundles"),
     Setting("SANDBENCH_QEMU_ACCEL", None,

@@ -70,7 +70,7 @@ class ImageBuilder(ABC):
         return _KEYS[builder]
 
     def cached(self) -> Image | None:
-        img = Image(self.name, self.key(), paths.CACHE_DIR / "images" / f"{self.name}-{self.key()}")
+        img = Image(self.name, self.key(), paths.cache("images") / f"{self.name}-{self.key()}")
         return img if (img.directory / "complete").exists() else None
 
     def ensure(self, force: bool = False, progress: Progress | None = None) -> Image:
