@@ -57,9 +57,10 @@ def _cannot_remove() -> None:
     raise RuntimeError("nothing to remove: the listing itself failed")
 
 
-def _own_lineage() -> set[int]:
+def _own_lineage(children: bool = True) -> set[int]:
     me = psutil.Process()
-    return {me.pid, *(p.pid for p in me.parents()), *(p.pid for p in me.children(True))}
+    kids = {p.pid for p in me.children(True)} if children else set()
+    return {me.pid, *(p.pid for p in me.parents()), *kids}
 
 
 def _exe_roots() -> list[str]:
@@ -84,6 +85,8 @@ def _sandbench_cgroup(pid: int) -> str | None:
         with open(f"/proc/{pid}/cgroup") as fh:
             for line in fh:
                 path = line.rstrip("\n").split(":", 2)[-1]
+                if path.endswith(" (deleted)"):
+                    return None  # exiting (a zombie): its cgroup went already, nothing to do
                 if path == f"/{cgroups.BASE}" or path.startswith(f"/{cgroups.BASE}/"):
                     return path
     except OSError:
@@ -91,20 +94,20 @@ def _sandbench_cgroup(pid: int) -> str | None:
     return None
 
 
-def _stray_processes(listed: set[int]) -> list[Leftover]:
+def _stray_processes(listed: set[int], own_children: bool = False) -> list[Leftover]:
     """Processes that are sandbench's by a mark they carry, not by what their argv names: a
     binary that only sandbench runs (its executable lies in the image cache, the state or
     the volume directory), or membership of a sandbench/ cgroup. A user's `tail -f` of a
     file in the state directory or `du` of the volume directory is neither. Skipped: those
     a driver already listed, this process's lineage, and those of a live sandbox."""
     roots = _exe_roots()
-    skip = _own_lineage() | listed
+    skip = _own_lineage(children=not own_children) | listed
     live = paths.live_ids()
     found = []
-    for p in psutil.process_iter(["pid", "name", "cmdline", "create_time"]):
+    for p in psutil.process_iter(["pid", "name", "cmdline", "create_time", "status"]):
         pid = p.info["pid"]
-        if pid in skip:
-            continue
+        if pid in skip or p.info["status"] == psutil.STATUS_ZOMBIE:
+            continue  # a zombie holds nothing and cannot be killed: its parent reaps it
         try:
             exe = p.exe()
         except psutil.Error:
@@ -114,7 +117,8 @@ def _stray_processes(listed: set[int]) -> list[Leftover]:
             continue
         if (paths.ids_in(" ".join(p.info["cmdline"] or [])) | paths.ids_in(group or "")) & live:
             continue
-        found.append(Leftover("process", f"{pid} {p.info['name']}",
+        where = f" (in {group})" if group else ""
+        found.append(Leftover("process", f"{pid} {p.info['name']}{where}",
                               partial(procs.kill_exact, pid, p.info["create_time"])))
     return found
 
@@ -203,7 +207,7 @@ def _state_entries() -> list[Leftover]:
     return found
 
 
-def find_leftovers() -> list[Leftover]:
+def find_leftovers(own_children: bool = False) -> list[Leftover]:
     """Everything killed runs left, in removal order. Runs no availability probe and
     creates nothing, so it may run first thing in a run; sandboxes of live processes
     (this one included) are not listed."""
@@ -217,7 +221,7 @@ def find_leftovers() -> list[Leftover]:
             listed.add(int(head))
     found = [
         *drivers,
-        *_stray_processes(listed),
+        *_stray_processes(listed, own_children),
         *net.leftovers(),
         *_mounts_under_state(),
         *_cgroup_leftovers(),

@@ -249,6 +249,23 @@ def resolve_plan(
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    """A run, and after it, whatever happened (an interrupt during availability probes or
+    image builds included), nothing of this process left on the host."""
+    from sandbench.study import remove_own_leftovers, shielded_from_signals, stop_live_sandboxes
+
+    try:
+        return _cmd_run(args, console)
+    except KeyboardInterrupt:  # before the runner began: it says what was kept itself
+        console.print("[yellow]interrupted before any measurement")
+        return 130
+    finally:
+        with shielded_from_signals(console, reraise=False):
+            stop_live_sandboxes(console)
+            for line in remove_own_leftovers():
+                console.print(f"[red]{line}")
+
+
+def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     from sandbench.study import Runner
 
     previous = None

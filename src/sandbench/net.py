@@ -49,8 +49,11 @@ def _slot_dir() -> Path:
     return paths.state("net")
 
 
-def _claim_slot() -> int:
-    """A free /30: claimed by creating a file with O_EXCL, so concurrent runs never collide."""
+def _claim_slot(sandbox_id: str) -> int:
+    """A free /30: claimed by creating a file with O_EXCL, so concurrent runs never collide.
+    The file names its sandbox: it is in use exactly while that id's owner record is alive
+    (create() writes the record first), so a slot claimed by a run interrupted at any
+    instant is found by clean, and by the run's own last sweep."""
     start = int.from_bytes(os.urandom(2), "big") % SLOTS
     for i in range(SLOTS):
         slot = (start + i) % SLOTS
@@ -58,7 +61,7 @@ def _claim_slot() -> int:
             fd = os.open(_slot_dir() / str(slot), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         except FileExistsError:
             continue
-        os.write(fd, str(os.getpid()).encode())
+        os.write(fd, f"{os.getpid()} {sandbox_id}".encode())
         os.close(fd)
         return slot
     raise SandboxError("no free /30 left in 198.18.0.0/16; run `sandbench clean`",
@@ -92,7 +95,7 @@ def create(sandbox_id: str) -> Link:
     paths.check_id(sandbox_id)
     paths.claim(sandbox_id)
     try:
-        slot = _claim_slot()
+        slot = _claim_slot(sandbox_id)
     except BaseException:
         paths.release(sandbox_id)
         raise
@@ -182,8 +185,9 @@ def leftovers() -> list[Leftover]:
     root = paths.state_root_if_ours()
     slots = root / "net" if root else None
     for f in sorted(slots.iterdir()) if slots and slots.is_dir() else []:
-        if f.name.isdigit() and not _pid_alive(f):
-            found.append(Leftover("address slot", str(f), f.unlink))
+        if f.name.isdigit() and not _slot_in_use(f):
+            who = _slot_owner(f)
+            found.append(Leftover("address slot", f"{f} ({who})" if who else str(f), f.unlink))
     return found
 
 
@@ -207,5 +211,17 @@ def _del_link(name: str) -> None:
                 raise
 
 
-def _pid_alive(slot: Path) -> bool:
-    return procs.pid_file_alive(slot)
+def _slot_owner(slot: Path) -> str:
+    try:
+        fields = slot.read_text().split()
+    except OSError:
+        return ""
+    return fields[1] if len(fields) == 2 and paths.is_sandbox_id(fields[1]) else ""
+
+
+def _slot_in_use(slot: Path) -> bool:
+    ident = _slot_owner(slot)
+    if not ident:
+        return procs.pid_file_alive(slot)  # written by an earlier version: a bare pid
+    rec = paths.owner(ident)
+    return rec is not None and rec.alive()

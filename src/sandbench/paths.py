@@ -195,6 +195,23 @@ def claim(ident: str) -> None:
     os.replace(tmp, _owners_dir() / ident)
 
 
+#: Above the kernel's largest pid_max (2**22): a record naming it has no live owner.
+NO_PID = 2**22 + 1
+
+
+def abandon_own_records() -> set[str]:
+    """Hand this process's remaining owner records over to clean: their ids (returned) no
+    longer count as in use. Called once a run's teardown is over."""
+    me = psutil.Process()
+    mine = {o.ident for o in owners() if o.pid == me.pid
+            and abs(o.start - me.create_time()) < 0.01}
+    for ident in mine:
+        tmp = _owners_dir() / f".{ident}.{os.getpid()}"
+        tmp.write_text(f"{NO_PID} 0.0\n")
+        os.replace(tmp, _owners_dir() / ident)
+    return mine
+
+
 def release(ident: str) -> None:
     """Drop the owner record once everything of `ident` is removed."""
     if is_sandbox_id(ident):

@@ -27,7 +27,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,6 +236,61 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
+def stop_live_sandboxes(console: Console) -> None:
+    for sb in live_sandboxes():
+        try:
+            sb.stop()
+        except Exception as exc:  # noqa: BLE001 - report, keep stopping
+            console.print(f"[red]stopping {sb.name} failed: {exc}")
+
+
+@contextlib.contextmanager
+def shielded_from_signals(console: Console, reraise: bool = True) -> Iterator[None]:
+    """Teardown runs to its end: a second Ctrl-C or SIGTERM while sandboxes and daemons are
+    being removed would leave half of them. The signal is noted, said, and raised after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        got.append(signum)
+        console.print("[yellow]finishing teardown first (kill -9 and `sandbench clean` "
+                      "if it hangs)")
+
+    old = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if got and reraise:
+        raise KeyboardInterrupt
+
+
+def remove_own_leftovers() -> list[str]:
+    """What this process still has on record after its teardown (a sandbox interrupted after
+    its owner record was written and before its object could be stopped), removed the way
+    clean removes a killed run's. Returns one line per item that could not be removed."""
+    from sandbench import cgroups, cleanup
+
+    mine = paths.abandon_own_records()
+    if not mine:
+        cgroups.remove_base_if_empty()  # a sandbox removed in full may leave the shared parent
+        return []
+    # This process's children count too: a sandbox's first process whose object was lost.
+    items = [i for i in cleanup.find_leftovers(own_children=True)
+             if paths.ids_in(i.ident) & mine]
+    errors = []
+    for item in items:
+        try:
+            item.remove()
+        except Exception as exc:  # noqa: BLE001 - say it and go on
+            errors.append(f"could not remove {item.kind} {item.ident}: {exc}")
+    cgroups.remove_base_if_empty()
+    return errors
+
+
 def active_runs() -> list[tuple[int, str]]:
     """(pid, results dir) of sandbench runs alive now, from their lock files."""
 
@@ -361,10 +416,22 @@ class _Sessions:
             return
         # _GuardedSession journals its own errors; anything else (a BaseException) is
         # re-raised here once every session has been closed.
-        with ThreadPoolExecutor(max_workers=len(sessions)) as pool:
-            futures = [pool.submit(s.__exit__, None, None, None) for s in sessions]
+        pool = ThreadPoolExecutor(max_workers=len(sessions))
+        futures = [pool.submit(s.__exit__, None, None, None) for s in sessions]
+        interrupted: BaseException | None = None
+        while True:
+            try:
+                wait(futures)
+                break
+            except KeyboardInterrupt as exc:
+                # The closes go on in their threads: leaving now would let the run's own
+                # teardown stop the daemons under them. Wait, then pass the interrupt on.
+                interrupted = exc
+        pool.shutdown()
         for f in futures:
             f.result()
+        if interrupted is not None:
+            raise interrupted
 
 
 @dataclass
@@ -496,12 +563,18 @@ class Runner:
                     except Exception as exc:  # noqa: BLE001 - one benchmark, not the study
                         self._runner_fault(bench, exc)
             finally:
-                _thaw_all()
-                for env in self.plan.envs:
-                    try:
-                        env.close()
-                    except Exception as exc:  # noqa: BLE001 - report, keep closing the rest
-                        self.console.print(f"[red]closing {env.name} failed: {exc}")
+                with shielded_from_signals(self.console):
+                    _thaw_all()
+                    # A sandbox interrupted between its creation and its session's entry has
+                    # no session to stop it: stop it here, before its daemon goes.
+                    stop_live_sandboxes(self.console)
+                    for env in self.plan.envs:
+                        try:
+                            env.close()
+                        except Exception as exc:  # noqa: BLE001 - report, keep closing
+                            self.console.print(f"[red]closing {env.name} failed: {exc}")
+                    for line in remove_own_leftovers():
+                        self.console.print(f"[red]{line}")
         # Facts such as "daemon started by sandbench" are only known after the run.
         write_meta(self.out, {**self.meta(), "finished": now_iso()})
 

@@ -8,6 +8,7 @@ net.owned_links() find it the same way. Only addresses from LINK_NET are ever as
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,9 @@ def tap_name(sandbox_id: str) -> str:
 
 def create(sandbox_id: str) -> Tap:
     """A tap with the host side of a fresh /30, up (no carrier until the VM attaches)."""
-    slot = _claim_slot()
+    if paths.owner(sandbox_id) is None:
+        paths.claim(sandbox_id)  # before the slot: the slot is in use while this record lives
+    slot = _claim_slot(sandbox_id)
     base = LINK_NET.network_address + 4 * slot
     tap = Tap(tap_name(sandbox_id), str(base + 1), str(base + 2), slot)
     try:
@@ -67,3 +70,8 @@ def destroy(tap: Tap) -> None:
     destroy_dev(tap.dev)
     with contextlib.suppress(FileNotFoundError):
         (_slot_dir() / str(tap.slot)).unlink()
+    ident = tap.dev[:-1]
+    rec = paths.owner(ident)
+    gone = not Path(f"/sys/class/net/{tap.dev}").exists()
+    if rec is not None and rec.pid == os.getpid() and gone:
+        paths.release(ident)
