@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--baseline", help="environment ratios are computed against (default host)")
     r.add_argument("--study", help="TOML study file (flags given as well override it)")
     r.add_argument("--resume", metavar="DIR", help="finish an interrupted run in DIR")
+    r.add_argument("--force", action="store_true",
+                   help="with --resume: accept a run begun on another machine or boot")
     r.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
 
     rep = sub.add_parser("report", help="write report.html, report.md and figures for a run, "
@@ -325,6 +327,18 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
 def _make_out(args: argparse.Namespace, resuming: bool) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.out) if args.out else Path("results") / f"{stamp}-{args.profile}"
+    if not resuming and not args.out:
+        # Two runs started in the same second: mkdir without exist_ok is the arbiter, the
+        # second takes the next free suffix, so no two runs ever share a directory.
+        out.parent.mkdir(parents=True, exist_ok=True)
+        base, n = out, 1
+        while True:
+            try:
+                out.mkdir(mode=0o700)
+                break
+            except FileExistsError:
+                n += 1
+                out = base.with_name(f"{base.name}-{n}")
     if not resuming:
         try:
             out.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -361,7 +375,7 @@ def _resume_args(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--resume takes the plan from the run; do not give --study")
     given = {"--profile": args.profile, "--env": args.env, "--bench": args.bench,
              "--rounds": args.rounds, "--baseline": args.baseline, "--out": args.out}
-    meta, stored = resume_meta(Path(args.resume), given)
+    meta, stored = resume_meta(Path(args.resume), given, force=args.force)
     args.profile = stored["--profile"]
     args.env = stored["--env"]
     args.bench = stored["--bench"]

@@ -58,4 +58,5 @@ def host_facts() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "sandbench": __version__,
         "boot_id": _read("/proc/sys/kernel/random/boot_id"),
+        "machine_id": _read("/etc/machine-id") or None,
     }

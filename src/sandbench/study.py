@@ -171,12 +171,18 @@ class Plan:
 
 
 def resume_meta(
-    out: Path, given: dict[str, str | None]
+    out: Path, given: dict[str, str | None], force: bool = False
 ) -> tuple[dict[str, Any], dict[str, str | None]]:
     """The meta.json of the run to resume and the flags its plan stands for. Flags given
-    again must say the same; raises UsageError naming the one that differs."""
+    again must say the same; raises UsageError naming the one that differs. A directory a
+    live run holds is refused; so is one begun on another machine or boot, unless force."""
     from sandbench.errors import UsageError
     from sandbench.results import SchemaError, read_meta
+
+    for pid, held in active_runs():
+        if held and Path(held).resolve() == out.resolve():
+            raise UsageError(f"--resume {str(out)!r}: run {pid} is still running in it; "
+                             "wait for it or stop it first")
 
     try:
         meta = read_meta(out)
@@ -184,6 +190,14 @@ def resume_meta(
         raise UsageError(f"--resume: {e}") from None
     if meta.get("finished"):
         raise UsageError(f"--resume {str(out)!r}: that run finished; nothing to resume")
+    if not force:
+        now = host_facts()
+        for key in ("hostname", "machine_id", "boot_id"):
+            was = (meta.get("host") or {}).get(key)
+            if was and now.get(key) and was != now[key]:
+                raise UsageError(
+                    f"--resume {str(out)!r}: the run began with {key} {was!r}, this is "
+                    f"{now[key]!r}; its cells would mix machines or boots (--force to accept)")
     if given.get("--out") and Path(str(given["--out"])).resolve() != out.resolve():
         raise UsageError("--resume and --out name different directories; give only --resume")
     plan = meta["plan"]
@@ -501,7 +515,7 @@ class Runner:
 
     def meta(self) -> dict[str, Any]:
         limits = self.plan.limits
-        meta = {
+        meta: dict[str, Any] = {
             "tool_version": __version__,
             "created": now_iso(),
             "profile": self.plan.profile,
@@ -517,6 +531,12 @@ class Runner:
         }
         if self.previous:
             meta["created"] = self.previous["created"]
+            # The run's host facts are those it began with; a resume (same machine, or
+            # --force) appends the facts it found instead of overwriting them.
+            if self.previous.get("host"):
+                meta["host"] = self.previous["host"]
+                hosts: list[Any] = list(self.previous.get("resumed_host") or [])
+                meta["resumed_host"] = [*hosts, host_facts()]
             meta["resumed"] = [*self.previous.get("resumed", []), now_iso()]
         return meta
 
