@@ -140,3 +140,21 @@ def test_no_import_cycle() -> None:
         if m not in seen:
             visit(m)
     assert len(graph) > 50  # the walk saw the package
+
+
+ISOLATION_CLASSES = ("host", "process sandbox", "container", "user-space kernel",
+                     "system container", "VM")
+
+
+def test_every_environment_declares_its_isolation_class() -> None:
+    """The report groups rows by the class each environment declares, never by its name."""
+    from sandbench.environments.registry import all_environments
+
+    for env in all_environments():
+        assert env.isolation_class in ISOLATION_CLASSES, (env.name, env.isolation_class)
+        if env.family == "gvisor":
+            assert env.isolation_class == "user-space kernel", env.name
+        if env.family == "vm":
+            assert env.isolation_class == "VM", env.name
+    by_name = {e.name: e.isolation_class for e in all_environments()}
+    assert by_name["host"] == "host" and by_name["runc"] == "container"

@@ -510,7 +510,8 @@ class Runner:
         # Asked once: versions and settings do not change during a run, and asking every
         # runtime and QEMU again when the run ends cost several seconds.
         if self._facts is None:
-            self._facts = {e.name: e.facts() for e in self.plan.envs}
+            self._facts = {e.name: {**e.facts(), "isolation_class": e.isolation_class}
+                           for e in self.plan.envs}
         return self._facts
 
     def meta(self) -> dict[str, Any]:

@@ -71,6 +71,7 @@ class DockerEnvironment(Environment):
             self.name = f"docker-gvisor-{platform}"
             self.description = f"Docker Engine with gVisor runsc, {platform} platform, netstack"
             self.family = "gvisor"
+            self.isolation_class = "user-space kernel"
             self.runtime = runtime_name(platform)
         self.daemon = DAEMON
 

@@ -293,6 +293,7 @@ class PodmanEnvironment(Environment):
                 f"Podman with gVisor runsc as its OCI runtime, {GVISOR_PLATFORM} platform, netstack"
             )
             self.family = "gvisor"
+            self.isolation_class = "user-space kernel"
         else:
             self.name = "podman"
             self.description = "Podman (Debian), default runtime crun"
