@@ -13,6 +13,7 @@ import json
 import math
 import os
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -318,8 +319,15 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     except Exception as e:  # noqa: BLE001 - one line, the journal kept, the way back given
         return _internal_error(out, e)
     print_summary(out, console, args.baseline or "host")
+    from sandbench.timing import timing_lines
+
+    lines = timing_lines(out)
+    if lines:
+        console.print("where the time went: " + "; ".join(lines))
     if not args.no_report:
+        t0 = time.monotonic()
         _report(out, args.baseline, console)
+        console.print(f"report written in {time.monotonic() - t0:.1f} s")
     console.print(f"results directory: {out}")
     return 0
 

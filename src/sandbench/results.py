@@ -7,6 +7,8 @@ Layout of a results directory (schema 1):
                     {"type": "sample", "env", "bench", "metric", "value", "unit", "round",
                      "params", "timestamp", "raw", "flags"}
                     {"type": "failure", "env", "bench", "round", "error", "params", "timestamp"}
+                    {"type": "cell", ...} where a cell's rounds ended and why
+                    {"type": "timing", "bench", "wall_s", "spans"} where a benchmark's time went
   raw/            tool outputs as printed (fio/iperf3/sysbench JSON, helper output), named by
                   env/bench/round; a sample's "raw" field is the path relative to the directory
   report.*        written by `sandbench report` from the above only
@@ -147,6 +149,21 @@ class CellEnd:
     type: str = "cell"
 
 
+@dataclass(frozen=True)
+class Timing:
+    """Where one benchmark's wall time went (seconds on the monotonic clock): "setup"
+    (environments' set-up and sessions' entry), "rounds" (the benchmark's own round code),
+    "isolate" (freezing the other environments, thawing the measured one), "noise" (the
+    CPU watch around each round), "journal" (writes), "teardown" (sessions' exit) and
+    "other" (what the runner spent between them). bench "_run" holds the run-wide spans."""
+
+    bench: str
+    wall_s: float
+    spans: dict[str, float]
+    timestamp: str
+    type: str = "timing"
+
+
 class SchemaError(Exception):
     pass
 
@@ -160,10 +177,10 @@ class Journal:
         _drop_torn_tail(self.path)
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - lives with the run
 
-    def append(self, record: Sample | Failure | CellEnd) -> None:
+    def append(self, record: Sample | Failure | CellEnd | Timing) -> None:
         self.append_many([record])
 
-    def append_many(self, records: Sequence[Sample | Failure | CellEnd]) -> None:
+    def append_many(self, records: Sequence[Sample | Failure | CellEnd | Timing]) -> None:
         """All records of one cell in a single write(2): a kill leaves the whole cell or none
         of it, so a resumed run never sees half a cell."""
         blob = "".join(
@@ -242,6 +259,10 @@ def finished_cells(directory: Path) -> set[tuple[str, str, int]]:
     """(env, bench, round) of every round with an outcome (samples or a failure)."""
     return {(r["env"], r["bench"], int(r["round"])) for r in read_records(directory)
             if r.get("type") in ("sample", "failure")}
+
+
+def read_timings(directory: Path) -> list[dict[str, Any]]:
+    return [r for r in read_records(directory) if r.get("type") == "timing"]
 
 
 def read_cell_ends(directory: Path) -> list[dict[str, Any]]:

@@ -47,10 +47,14 @@ from sandbench.results import (
     Failure,
     Journal,
     Sample,
+    Timing,
     cell_progress,
     now_iso,
     write_meta,
 )
+
+# Imported with the module, not inside the first round: scipy's import takes ~0.6 s.
+from sandbench.stats import params_key
 
 PROFILES = ("quick", "paper")
 EMULATED_QUICK_ROUNDS = 3
@@ -504,6 +508,9 @@ class Runner:
         budget = plan.budget
         self.budget_end = None if budget is None else self.t0 + budget
         self.noisy_rounds = 0
+        #: bench -> (wall seconds, spans): where each benchmark's time went (Timing records).
+        self.timings: dict[str, tuple[float, dict[str, float]]] = {}
+        self._spans: dict[str, float] = {}
         self._facts: dict[str, Any] | None = None
 
     def _env_facts(self) -> dict[str, Any]:
@@ -551,6 +558,7 @@ class Runner:
         )
 
     def run(self) -> None:
+        self._t_run = time.monotonic()
         write_meta(self.out, self.meta())
         with (
             run_lock(self.out),
@@ -584,6 +592,7 @@ class Runner:
                     except Exception as exc:  # noqa: BLE001 - one benchmark, not the study
                         self._runner_fault(bench, exc)
             finally:
+                t_close = time.monotonic()
                 with shielded_from_signals(self.console):
                     _thaw_all()
                     # A sandbox interrupted between its creation and its session's entry has
@@ -596,6 +605,14 @@ class Runner:
                             self.console.print(f"[red]closing {env.name} failed: {exc}")
                     for line in remove_own_leftovers():
                         self.console.print(f"[red]{line}")
+                    closing = time.monotonic() - t_close
+                    bench_wall = sum(w for w, _s in self.timings.values())
+                    run_wall = time.monotonic() - self._t_run
+                    with contextlib.suppress(OSError, ValueError):
+                        journal.append(Timing("_run", round(run_wall, 3), {
+                            "benchmarks": round(bench_wall, 3), "close": round(closing, 3),
+                            "other": round(max(0.0, run_wall - bench_wall - closing), 3)},
+                            now_iso()))
         # Facts such as "daemon started by sandbench" are only known after the run.
         write_meta(self.out, {**self.meta(), "finished": now_iso()})
 
@@ -609,8 +626,32 @@ class Runner:
             f"[red]{bench.name}: stopped by an unexpected error ({_error_text(exc)}); "
             f"traceback in {log}; going on with the next benchmark")
 
+    @contextlib.contextmanager
+    def _span(self, what: str) -> Iterator[None]:
+        """Add the time spent inside to the current benchmark's span `what`."""
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self._spans[what] = self._spans.get(what, 0.0) + time.monotonic() - t0
+
     def _run_bench(self, bench: Benchmark, journal: Journal, progress: Progress, task: Any,
                    deadline: float | None) -> None:
+        """One benchmark, and a timing record of where its wall time went."""
+        self._spans = {}
+        t0 = time.monotonic()
+        try:
+            self._bench_cells(bench, journal, progress, task, deadline)
+        finally:
+            wall = time.monotonic() - t0
+            spans = {k: round(v, 3) for k, v in self._spans.items()}
+            spans["other"] = round(max(0.0, wall - sum(self._spans.values())), 3)
+            self.timings[bench.name] = (wall, spans)
+            with contextlib.suppress(OSError, ValueError):  # a closed or full journal
+                journal.append(Timing(bench.name, round(wall, 3), spans, now_iso()))
+
+    def _bench_cells(self, bench: Benchmark, journal: Journal, progress: Progress, task: Any,
+                     deadline: float | None) -> None:
         params = self.plan.params(bench)
         target = self.plan.target_rel_halfwidth
         cells: dict[str, _CellState] = {}
@@ -663,13 +704,15 @@ class Runner:
                     continue
                 env = c.env
                 progress.update(task, description=f"{bench.name}: setting up {env.name}")
-                isolate(env.name)
+                with self._span("isolate"):
+                    isolate(env.name)
                 try:
-                    env.setup()
-                    guarded = _GuardedSession(
-                        bench.session(env, self.ctx, params),
-                        lambda err, env=env: fail(env, [-1], err, "teardown: "))
-                    c.fn = sessions.enter(guarded)
+                    with self._span("setup"):
+                        env.setup()
+                        guarded = _GuardedSession(
+                            bench.session(env, self.ctx, params),
+                            lambda err, env=env: fail(env, [-1], err, "teardown: "))
+                        c.fn = sessions.enter(guarded)
                 except (KeyboardInterrupt, SystemExit):
                     raise
                 except Exception as exc:  # noqa: BLE001 - the cell fails, the study goes on
@@ -703,9 +746,15 @@ class Runner:
                             end(c, reason)
                 rnd += 1
             progress.update(task, description=f"{bench.name}: tearing down")
+            t_teardown = time.monotonic()
+        self._spans["teardown"] = time.monotonic() - t_teardown
 
     def _stop_reason(self, c: _CellState, target: float, deadline: float | None) -> str:
         """Why the cell has enough rounds now, or "" to go on."""
+        with self._span("convergence"):
+            return self._stop_reason_now(c, target, deadline)
+
+    def _stop_reason_now(self, c: _CellState, target: float, deadline: float | None) -> str:
         if not c.values:
             return "failed" if c.count >= c.min_rounds else ""
         if self.plan.rounds_override is not None:
@@ -726,8 +775,6 @@ class Runner:
             return
         if kind and kind not in CONVERGING_KINDS:
             return
-        from sandbench.stats import params_key
-
         key = (metric, repr(params_key(params)))
         c.values.setdefault(key, []).append(value)
 
@@ -737,18 +784,21 @@ class Runner:
         fn = c.fn
         assert fn is not None
         progress.update(task, description=f"{bench.name} {env.name} round {rnd + 1}")
-        isolate(env.name)
-        measured_pids: list[int] = []
-        for sb in live_sandboxes():
-            if sb.env_name == env.name:
-                with contextlib.suppress(Exception):
-                    measured_pids += sb.host_pids()
-        with contextlib.suppress(Exception):
-            measured_pids += env.shared_pids()
-        watch = CpuWatch(measured_pids)
+        with self._span("isolate"):
+            isolate(env.name)
+        with self._span("noise"):
+            measured_pids: list[int] = []
+            for sb in live_sandboxes():
+                if sb.env_name == env.name:
+                    with contextlib.suppress(Exception):
+                        measured_pids += sb.host_pids()
+            with contextlib.suppress(Exception):
+                measured_pids += env.shared_pids()
+            watch = CpuWatch(measured_pids)
         c.done.add(rnd)
         try:
-            measured = fn(rnd)
+            with self._span("rounds"):
+                measured = fn(rnd)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise  # the results disk is full: no later cell can be kept
@@ -759,7 +809,8 @@ class Runner:
         except Exception as exc:  # noqa: BLE001 - the cell fails, the study goes on
             fail(env, [rnd], exc)
             return
-        noise = watch.stop()
+        with self._span("noise"):
+            noise = watch.stop()
         if noise.noisy:
             self.noisy_rounds += 1
         stamp = now_iso()
@@ -777,5 +828,6 @@ class Runner:
                 unit=m.unit, round=rnd, params=m.params, timestamp=stamp, raw=m.raw,
                 flags=sample_flags, extra=extra, kind=m.kind, direction=m.direction))
             self._keep(c, m.metric, m.params, m.kind, float(m.value), bench.converge_on)
-        journal.append_many(samples)
+        with self._span("journal"):
+            journal.append_many(samples)
         progress.advance(task)
