@@ -15,6 +15,7 @@ import contextlib
 import ipaddress
 import os
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -61,8 +62,14 @@ def _claim_slot(sandbox_id: str) -> int:
             fd = os.open(_slot_dir() / str(slot), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         except FileExistsError:
             continue
-        os.write(fd, f"{os.getpid()} {sandbox_id}".encode())
-        os.close(fd)
+        try:
+            os.write(fd, f"{os.getpid()} {sandbox_id}".encode())
+        except BaseException:
+            # A Ctrl-C between the create and the write: an empty file names nobody.
+            (_slot_dir() / str(slot)).unlink(missing_ok=True)
+            raise
+        finally:
+            os.close(fd)
         return slot
     raise SandboxError("no free /30 left in 198.18.0.0/16; run `sandbench clean`",
                        {"slot_dir": str(_slot_dir()), "slots": SLOTS})
@@ -128,14 +135,20 @@ def create(sandbox_id: str) -> Link:
 def destroy(link: Link) -> None:
     """Deleting the namespace destroys eth0 and with it the host end of the pair. Both steps
     are tried; a failure then raises SandboxError with the ip command's evidence, and the
-    owner record and address slot stay, so that `sandbench clean` finds what is left."""
-    _remove(link.netns)
+    owner record and address slot stay, so that `sandbench clean` finds what is left.
+    The slot goes before the owner record: a slot naming an id without a record is a
+    leftover the run's own last sweep cannot attribute to itself."""
+    _remove(link.netns, before_release=partial(_release_slot, link.slot))
+
+
+def _release_slot(slot: int) -> None:
     with contextlib.suppress(FileNotFoundError):
-        (_slot_dir() / str(link.slot)).unlink()
+        (_slot_dir() / str(slot)).unlink()
 
 
-def _remove(ident: str) -> None:
-    """Namespace `ident` and host link `<ident>h`, then its owner record."""
+def _remove(ident: str, before_release: Callable[[], None] | None = None) -> None:
+    """Namespace `ident` and host link `<ident>h`, then (after `before_release`) its owner
+    record."""
     errors: list[SandboxError] = []
     try:
         _del_netns(ident)
@@ -150,6 +163,8 @@ def _remove(ident: str) -> None:
         if len(errors) > 1:
             first.evidence["also"] = [{"message": str(e), **e.evidence} for e in errors[1:]]
         raise first
+    if before_release is not None:
+        before_release()
     paths.release(ident)
 
 
