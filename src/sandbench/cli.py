@@ -12,6 +12,7 @@ import errno
 import json
 import math
 import os
+import signal
 import sys
 import time
 from datetime import UTC, datetime
@@ -528,6 +529,23 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         sys.stderr.write(f"sandbench: error: {e}\n")
         return 2
+    except KeyboardInterrupt:
+        # After a command's own handling (a run's teardown and sweep are done by then):
+        # e.g. while the last lines print. The usual status of an interrupted command.
+        sys.stderr.write("sandbench: interrupted\n")
+        return 130
+    finally:
+        # The command is over (a run's teardown and sweep included): an interrupt during the
+        # interpreter's exit has nothing left to stop, and ends it with the usual status.
+        # Only as a program (argv from sys.argv): main() called by a test leaves its caller's
+        # handlers alone.
+        if argv is None:
+            signal.signal(signal.SIGINT, _exit_interrupted)
+
+
+def _exit_interrupted(_signum: int, _frame: object) -> None:
+    sys.stdout.flush()
+    os._exit(130)
 
 
 if __name__ == "__main__":

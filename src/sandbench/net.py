@@ -234,6 +234,22 @@ def _slot_owner(slot: Path) -> str:
     return fields[1] if len(fields) == 2 and paths.is_sandbox_id(fields[1]) else ""
 
 
+def slot_ids_of(pid: int) -> set[str]:
+    """Sandbox ids of the address slots process `pid` claimed: a run's last sweep counts them
+    as its own even when an interrupt left a slot whose owner record was already dropped."""
+    root = paths.state_root_if_ours()
+    d = root / "net" if root else None
+    out: set[str] = set()
+    for f in sorted(d.iterdir()) if d is not None and d.is_dir() else []:
+        try:
+            fields = f.read_text().split()
+        except OSError:
+            continue
+        if len(fields) == 2 and fields[0] == str(pid) and paths.is_sandbox_id(fields[1]):
+            out.add(fields[1])
+    return out
+
+
 def _slot_in_use(slot: Path) -> bool:
     ident = _slot_owner(slot)
     if not ident:

@@ -290,9 +290,12 @@ def remove_own_leftovers() -> list[str]:
     """What this process still has on record after its teardown (a sandbox interrupted after
     its owner record was written and before its object could be stopped), removed the way
     clean removes a killed run's. Returns one line per item that could not be removed."""
-    from sandbench import cgroups, cleanup
+    from sandbench import cgroups, cleanup, net
 
-    mine = paths.abandon_own_records()
+    # An interrupt inside a stop can drop a sandbox's owner record before its address slot
+    # (the cgroup's removal releases the id once the netns is gone): the slot still names
+    # this process.
+    mine = paths.abandon_own_records() | net.slot_ids_of(os.getpid())
     if not mine:
         cgroups.remove_base_if_empty()  # a sandbox removed in full may leave the shared parent
         return []
