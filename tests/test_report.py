@@ -106,9 +106,83 @@ def test_summary_colours_better_and_worse(full_run: Path) -> None:
 
 
 def test_quality_paragraph(full_run: Path) -> None:
-    word, text = summary.quality(load_runs([full_run]))
+    run = load_runs([full_run])
+    word, text = summary.quality(run)
     assert word.startswith("usable with care")
-    assert "Emulated (TCG" in text and "qemu-vm" in text and "failed" in text
+    # the first screen keeps to counts; the names and reasons are in the details section
+    assert "1 emulated (TCG)" in text and "1 cell rounds failed" in text
+    assert "qemu-vm" not in text and len(text) < 300, text
+    details = " ".join(summary.quality_details(run))
+    assert "Emulated (TCG" in details and "qemu-vm" in details and "failed" in details
+    html = (full_run / "report.html").read_text()
+    assert html.index('id="summary"') < html.index('id="scorecard"') \
+        < html.index('id="quality"') < html.index('id="figures"')
+    assert "## Run quality" in (full_run / "report.md").read_text()
+
+
+def _noisy_run(tmp_path: Path, noise: dict[str, Any] | None) -> Path:
+    from sandbench.results import Journal, Sample, write_meta
+
+    out = tmp_path / "noisy"
+    out.mkdir()
+    m: dict[str, Any] = {"profile": "quick", "plan": {"envs": ["host", "runc"],
+                                                     "benches": ["syscall"]},
+                         "host": {}, "environments": {}, "baseline": "host"}
+    if noise is not None:
+        m["plan"]["noise"] = noise
+    write_meta(out, m)
+    with Journal(out) as j:
+        for r in range(8):
+            for env in ("host", "runc"):
+                # every other runc round busy: PID 1 twice, a cron job once, one quiet
+                top = {1: "process_api(1) 0.031s", 3: "process_api(1) 0.020s",
+                       5: "cron(77) 0.015s"}.get(r) if env == "runc" else None
+                flags = ["noisy"] if top else []
+                extra = {"other_cpu_pct": 5.0 if top else 0.1,
+                         **({"other_cpu_top": [top]} if top else {})}
+                j.append(Sample(env, "syscall", "getpid_latency", 80.0 + r, "ns", r, {}, "t",
+                                flags=flags, extra=extra, kind="latency",
+                                direction="lower"))
+    return out
+
+
+def test_noise_counts_on_top_offenders_and_resolution_below(tmp_path: Path) -> None:
+    from sandbench import noise
+    from sandbench.report.model import load_run
+
+    run = load_run(_noisy_run(tmp_path, noise.rule(noise.SCHEDSTAT)))
+    text = summary.quality(run)[1]
+    assert "3 of 16 rounds noisy (measured at 1 ns, per-thread schedstat)" in text
+    assert "process_api" not in text  # offenders are details, not the first screen
+    details = summary.quality_details(run)[0]
+    assert "more than 2% of one core" in details
+    assert "process_api(1) (2), cron(77) (1)" in details and "runc 3" in details
+
+
+def test_noise_resolution_of_an_older_run_is_the_tick(tmp_path: Path) -> None:
+    from sandbench.report.model import load_run
+
+    text = summary.quality(load_run(_noisy_run(tmp_path, None)))[1]
+    assert "measured at 10 ms clock ticks" in text
+
+
+def test_report_of_a_vm_host_names_the_likely_cause(tmp_path: Path) -> None:
+    """Item 1 of issue 21: the scorecard's likely cause reaches report.html and report.md
+    when the host meta says it is a VM, and is not invented when it is not."""
+    seen = {}
+    for virt in (True, False):
+        d = tmp_path / f"virt-{virt}"
+        write_run(d, list(realistic_records(PAPER_ENVS, rounds=6, emulated=["qemu-vm"])),
+                  meta(PAPER_ENVS, virtualized=virt))
+        html = write_report(d).read_text()
+        md = (d / "report.md").read_text()
+        assert "does not hold" in html  # the same data, so the same failing claims
+        seen[virt] = (html, md)
+    html, md = seen[True]
+    assert "likely cause: this host is itself a VM" in html
+    assert "likely cause: this host is itself a VM" in md
+    assert "ptrace platform far costlier" in md
+    assert "likely cause" not in seen[False][0] and "likely cause" not in seen[False][1]
 
 
 def test_markdown_and_csv(full_run: Path) -> None:
@@ -404,7 +478,7 @@ def test_quality_names_where_a_start_varies(tmp_path: Path) -> None:
     """A bimodal create phase (33 or 64 ms) makes startup_time vary by ~20 %: the quality
     paragraph names that phase as the cause."""
     from sandbench.report.model import load_run
-    from sandbench.report.summary import quality
+    from sandbench.report.summary import quality_details
     from sandbench.results import Journal, Sample, write_meta
 
     out = tmp_path / "run"
@@ -422,5 +496,5 @@ def test_quality_names_where_a_start_varies(tmp_path: Path) -> None:
                 for m, v in {**ph, "startup_time": sum(ph.values())}.items():
                     j.append(Sample(env, "startup", m, v, "s", r, {}, "t", kind="time",
                                     direction="lower"))
-    text = quality(load_run(out))[1]
+    text = " ".join(quality_details(load_run(out)))
     assert "runc startup CoV" in text and "is in create (33 to 64 ms)" in text

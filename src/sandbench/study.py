@@ -42,6 +42,7 @@ from sandbench.benchmarks.base import DEFAULT_TIMEOUTS, Benchmark, RoundFn, RunC
 from sandbench.environments.base import Environment, Limits, live_sandboxes
 from sandbench.hostfacts import host_facts
 from sandbench.noise import NOISY_CORE_FRACTION, CpuWatch
+from sandbench.noise import rule as noise_rule
 from sandbench.results import (
     CellEnd,
     Failure,
@@ -168,6 +169,7 @@ class Plan:
             "isolation": "other environments' sandboxes frozen (SIGSTOP or the runtime's "
             "pause) during each round; other processes' CPU time recorded, rounds above "
             f"{NOISY_CORE_FRACTION:.0%} of a core flagged noisy",
+            "noise": noise_rule(),
             "limits": {"cpus": lim.cpus, "memory_mib": lim.memory_mib},
             "seccomp": "default" if self.seccomp else "off",
             "timeouts": {**DEFAULT_TIMEOUTS, **self.timeouts},

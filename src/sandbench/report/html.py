@@ -76,6 +76,7 @@ def context(run: RunData, scored: Mapping[str, Sequence[sc.ClaimResult]]) -> dic
         "heat": summary.heatmap(run),
         "quality_word": word,
         "quality": quality,
+        "quality_details": summary.quality_details(run),
         "differing": summary.differing_facts(run) if run.multi_host else [],
         "host_facts": host_facts,
         "env_rows": tables.env_rows(run),

@@ -59,7 +59,7 @@ def render_markdown(run: RunData, figures: Sequence[Figure],
     for host, cs in scored.items():
         lines += [f"**Scorecard{f' on {host}' if run.multi_host else ''}:** "
                   f"{score_counts(cs)}.", ""]
-    lines += [f"**Run quality: {word}.** {quality}", ""]
+    lines += [f"**Run quality: {word}.** {quality} Details under *Run quality* below.", ""]
     lines += ["## Reproduction scorecard", "", "Rules in `claims.toml`: an order claim holds "
               "at Mann-Whitney p < 0.01 with a difference above 10 % and fails only on the "
               "opposite, significant; a ratio claim holds when its estimate and whole 95 % "
@@ -73,6 +73,7 @@ def render_markdown(run: RunData, figures: Sequence[Figure],
                         [(c["id"], c["statement"], c["figure"], c["paper"], c["measured"],
                           f"**{c['verdict']}**" + (f" ({c['reason']})" if c["reason"] else ""))
                          for c in claim_rows(cs)])
+    lines += ["## Run quality", "", *(f"- {q}" for q in summary.quality_details(run)), ""]
     lines += ["## Figures", ""]
     main = [f for f in figures if f.section == "figures"]
     lines += _figures(main) or ["No figures: the run has no samples.", ""]

@@ -199,8 +199,16 @@ def noisy_round_causes(run: RunData) -> list[str]:
     return out
 
 
+def noise_resolution(run: RunData) -> str:
+    """How the noise flag was measured, from meta (runs before it was recorded: ticks)."""
+    rule = (run.meta.get("plan") or {}).get("noise") or {}
+    return str(rule.get("resolution") or "10 ms clock ticks")
+
+
 def quality(run: RunData) -> tuple[str, str]:
-    """(verdict word, one short paragraph) on the run's own quality."""
+    """(verdict word, one short paragraph of counts) on the run's own quality; the details
+    (which environments, which phases, why cells stopped) are `quality_details`, in a section
+    of their own below the scorecard, so the first screen holds whatever the noise."""
     parts: list[str] = []
     n_cells = len(run.cells)
     if not n_cells:
@@ -212,34 +220,18 @@ def quality(run: RunData) -> tuple[str, str]:
     high_cov = [c for c in run.cells if c.metric not in stats.EVENT_COUNTS
                 and math.isfinite(c.cov) and c.cov > stats.NOISY_COV]
     emulated = sorted({run.env_of(c.env) for c in run.cells if "emulated" in c.flags})
-    nested = [s.host for s in run.sources if s.meta.get("host", {}).get("virtualized")]
-    if noisy:
-        parts.append(f"{len(noisy)} of {len(rounds)} rounds ran while other work used the "
-                     "CPU (flagged noisy)")
+    parts.append(f"{len(noisy)} of {len(rounds)} rounds noisy (measured at "
+                 f"{noise_resolution(run)})")
     if high_cov:
         parts.append(f"{len(high_cov)} of {n_cells} cells vary by more than "
                      f"{stats.NOISY_COV:.0%} (CoV)")
-    causes = startup_variance_causes(run)
-    if causes:
-        parts.append("where starts vary: " + "; ".join(causes))
-    spread = noisy_round_causes(run)
-    if spread:
-        parts.append("getpid latency above 10 % CoV: " + ", ".join(spread))
     if thin:
-        parts.append(f"{len(thin)} of {n_cells} cells have fewer than {stats.THIN_N} samples, "
-                     "too few for a test at p < 0.01")
+        parts.append(f"{len(thin)} of {n_cells} cells have fewer than {stats.THIN_N} rounds")
     if emulated:
-        parts.append(f"emulated (TCG, not comparable with hardware, hatched in the figures): "
-                     f"{', '.join(emulated)}")
-    if nested:
-        who = (f"the hosts {', '.join(nested)} themselves run" if run.multi_host
-               else "the host itself runs")
-        parts.append(who + " in a VM, so VM numbers are nested")
+        parts.append(f"{len(emulated)} emulated (TCG)")
     stops = Counter(str(r.get("stop_reason")) for r in run.cell_records)
-    if stops:
-        parts.append("rounds stopped: " + ", ".join(f"{n} {k}" for k, n in stops.most_common()))
     if run.failures:
-        parts.append(f"{len(run.failures)} cell rounds failed (listed at the end)")
+        parts.append(f"{len(run.failures)} cell rounds failed")
     # The share of the run that is doubtful decides the word; emulation is named, not scored,
     # since it concerns whole environments that are flagged everywhere.
     doubtful = (len(noisy) / max(len(rounds), 1) + len(thin) / n_cells
@@ -252,8 +244,68 @@ def quality(run: RunData) -> tuple[str, str]:
         word = "rough"
     if emulated and word != "rough":
         word += " (emulated environments aside)"
-    text = "; ".join(parts) + "." if parts else "No noisy rounds, no thin or unstable cells."
+    text = "; ".join(parts) + "."
     return word, text[0].upper() + text[1:]
+
+
+def quality_details(run: RunData) -> list[str]:
+    """The run-quality details, one item each: noise with its rule and top offenders, where
+    starts and latencies vary, thin cells, emulation, nesting, stop reasons, failures."""
+    out: list[str] = []
+    if not run.cells:
+        return out
+    n_cells = len(run.cells)
+    rounds = {(s["env"], s["bench"], s.get("round")) for s in run.samples}
+    noisy: dict[tuple[Any, Any, Any], dict[str, Any]] = {}
+    for s in run.samples:
+        if "noisy" in (s.get("flags") or []):
+            noisy.setdefault((s["env"], s["bench"], s.get("round")), s.get("extra") or {})
+    rule = (run.meta.get("plan") or {}).get("noise") or {}
+    frac = float(rule.get("core_fraction", 0.02))
+    line = (f"{len(noisy)} of {len(rounds)} rounds noisy: other processes used more than "
+            f"{frac:.0%} of one core during the round, measured at {noise_resolution(run)}")
+    offenders: Counter[str] = Counter()
+    for extra in noisy.values():
+        for top in (extra.get("other_cpu_top") or [])[:1]:
+            offenders[str(top).rsplit(" ", 1)[0]] += 1
+    if offenders:
+        line += "; the top other process in those rounds: " + ", ".join(
+            f"{name} ({n})" for name, n in offenders.most_common(3))
+    per_env = Counter(k[0] for k in noisy)
+    if per_env:
+        line += "; per environment: " + ", ".join(f"{e} {n}" for e, n in per_env.most_common())
+    out.append(line)
+    high_cov = [c for c in run.cells if c.metric not in stats.EVENT_COUNTS
+                and math.isfinite(c.cov) and c.cov > stats.NOISY_COV]
+    if high_cov:
+        out.append(f"{len(high_cov)} of {n_cells} cells vary by more than "
+                   f"{stats.NOISY_COV:.0%} (CoV): "
+                   + ", ".join(f"{c.env} {c.bench} {c.metric} {c.cov:.0%}" for c in high_cov))
+    causes = startup_variance_causes(run)
+    if causes:
+        out.append("where starts vary: " + "; ".join(causes))
+    spread = noisy_round_causes(run)
+    if spread:
+        out.append("getpid latency above 10 % CoV: " + ", ".join(spread))
+    thin = [c for c in run.cells if c.n < stats.THIN_N]
+    if thin:
+        out.append(f"{len(thin)} of {n_cells} cells have fewer than {stats.THIN_N} samples, "
+                   "too few for a test at p < 0.01")
+    emulated = sorted({run.env_of(c.env) for c in run.cells if "emulated" in c.flags})
+    if emulated:
+        out.append(f"emulated (TCG, not comparable with hardware, hatched in the figures): "
+                   f"{', '.join(emulated)}")
+    nested = [s.host for s in run.sources if s.meta.get("host", {}).get("virtualized")]
+    if nested:
+        who = (f"the hosts {', '.join(nested)} themselves run" if run.multi_host
+               else "the host itself runs")
+        out.append(who + " in a VM, so VM numbers are nested")
+    stops = Counter(str(r.get("stop_reason")) for r in run.cell_records)
+    if stops:
+        out.append("rounds stopped: " + ", ".join(f"{n} {k}" for k, n in stops.most_common()))
+    if run.failures:
+        out.append(f"{len(run.failures)} cell rounds failed (listed under Failures)")
+    return [t[0].upper() + t[1:] for t in out]
 
 
 # --- warnings, grouped ---------------------------------------------------------------------
