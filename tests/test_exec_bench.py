@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from sandbench import stats
 from sandbench.benchmarks.base import RunContext
 from sandbench.benchmarks.exec import OUT_BYTES, Exec, check_done, round_stats
 from sandbench.benchmarks.registry import all_benchmarks
@@ -308,20 +309,29 @@ def _measure(name: str, tmp_path: Path, rounds: int, n: int) -> tuple[list[Measu
 
 
 @pytest.mark.runtime
-@pytest.mark.parametrize("name", ["host", "runc", "gvisor-systrap", "docker"])
-def test_exec_latencies_on_real_runtimes(name: str, tmp_path: Path, clean_host: None) -> None:
+@pytest.mark.parametrize(("name", "resolved"), [("host", True), ("runc", False),
+                                                ("gvisor-systrap", False), ("docker", False)])
+def test_exec_latencies_on_real_runtimes(name: str, resolved: bool, tmp_path: Path,
+                                         clean_host: None) -> None:
     """Finite positive latencies, p50 <= p99 in every round, and a 1 MiB output costing at
-    least the trivial command. A single exec varies by 20-30 % under runc and runsc (the
-    1 MiB costs ~3 ms of ~40), so the order is judged on 40 of each, not one round's 8."""
+    least the trivial command. Natively the 1 MiB doubles a 3 ms fork+exec, and the medians
+    say so; under runc, runsc and docker it adds ~2 ms to an exec of 40-90 ms that varies by
+    +-15 % from one call to the next, so on 40 of each the medians' order is a coin toss
+    weighted 60/40 (seen failing here). There the claim is the one the report makes: the
+    1 MiB command is not significantly faster (stats.difference, p < 0.01)."""
     ms, pooled = _measure(name, tmp_path, rounds=2, n=20)
     assert {m.metric for m in ms} == {"exec_latency", "exec_1mib_latency"} and len(ms) == 4
     for m in ms:
         assert math.isfinite(m.value) and 0 < m.value < 5, (m.metric, m.value)
         assert m.extra["n"] == 20
         assert 0 < m.extra["min"] <= m.extra["p50"] <= m.extra["p99"] <= m.extra["max"]
-    assert len(pooled["exec_s"]) == len(pooled["exec_1mib_s"]) == 40
-    assert statistics.median(pooled["exec_1mib_s"]) >= statistics.median(pooled["exec_s"]), (
-        statistics.median(pooled["exec_1mib_s"]), statistics.median(pooled["exec_s"]))
+    small, large = pooled["exec_s"], pooled["exec_1mib_s"]
+    assert len(small) == len(large) == 40
+    d = stats.difference(small, large, direction="lower", factor=1.0)
+    assert d.verdict != stats.BETTER, (statistics.median(large), statistics.median(small), d)
+    if resolved:
+        assert statistics.median(large) > statistics.median(small)
+        assert d.verdict == stats.WORSE
 
 
 @pytest.mark.runtime
