@@ -427,7 +427,7 @@ def _report(out: Path, baseline: str | None, console: Console) -> None:
 def print_summary(out: Path, console: Console, baseline: str = "host") -> None:
     """Medians per environment and metric, with the ratio to the baseline marked only where
     the one significance function (stats.difference) finds a real difference."""
-    from sandbench.results import read_failures
+    from sandbench.results import read_failures, read_not_applicable
     from sandbench.summary import summary_table
 
     console.print(summary_table(out, baseline))
@@ -435,6 +435,9 @@ def print_summary(out: Path, console: Console, baseline: str = "host") -> None:
     if failures:
         console.print(f"[red]{len(failures)} failed cell(s); see results.jsonl (each with its "
                       "evidence: command, exit status, output tails)")
+    for na in read_not_applicable(out):
+        console.print(f"{na.get('bench')} on {na.get('env')}: not applicable "
+                      f"({na.get('reason')})")
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:

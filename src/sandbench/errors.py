@@ -21,6 +21,17 @@ class SandboxError(Exception):
         self.evidence: dict[str, Any] = dict(evidence or {})
 
 
+class NotApplicable(Exception):
+    """The benchmark has no meaning in this environment (e.g. it has no way to run a command
+    in a running sandbox): the cell is recorded "not applicable" with the reason, never a
+    number, and is not a failure. Raised by a benchmark's session before it measures."""
+
+    def __init__(self, reason: str, evidence: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.evidence: dict[str, Any] = dict(evidence or {})
+
+
 class StepTimeout(SandboxError):
     """An external step (runtime start, probe, tool) ran past its bound."""
 

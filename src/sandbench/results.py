@@ -7,6 +7,7 @@ Layout of a results directory (schema 1):
                     {"type": "sample", "env", "bench", "metric", "value", "unit", "round",
                      "params", "timestamp", "raw", "flags"}
                     {"type": "failure", "env", "bench", "round", "error", "params", "timestamp"}
+                    {"type": "not_applicable", "env", "bench", "reason", "timestamp"}
                     {"type": "cell", ...} where a cell's rounds ended and why
                     {"type": "timing", "bench", "wall_s", "spans"} where a benchmark's time went
   raw/            tool outputs as printed (fio/iperf3/sysbench JSON, helper output), named by
@@ -135,10 +136,24 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class NotApplicableCell:
+    """A benchmark that has no meaning in an environment (errors.NotApplicable): the reason
+    instead of a number; the report shows the cell as "not applicable", not as a failure."""
+
+    env: str
+    bench: str
+    reason: str
+    timestamp: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    type: str = "not_applicable"
+
+
+@dataclass(frozen=True)
 class CellEnd:
     """The end of one (env, bench) cell's rounds and why it stopped: "converged" (every
     median's interval within the target), "cap" (max_rounds), "budget" (the study's time),
-    "fixed" (--rounds), "failed" (the environment could not go on)."""
+    "fixed" (--rounds), "failed" (the environment could not go on), "not applicable" (the
+    benchmark has no meaning there: a NotApplicableCell record gives the reason)."""
 
     env: str
     bench: str
@@ -164,6 +179,10 @@ class Timing:
     type: str = "timing"
 
 
+#: What the journal holds.
+Record = Sample | Failure | CellEnd | Timing | NotApplicableCell
+
+
 class SchemaError(Exception):
     pass
 
@@ -177,10 +196,10 @@ class Journal:
         _drop_torn_tail(self.path)
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - lives with the run
 
-    def append(self, record: Sample | Failure | CellEnd | Timing) -> None:
+    def append(self, record: Record) -> None:
         self.append_many([record])
 
-    def append_many(self, records: Sequence[Sample | Failure | CellEnd | Timing]) -> None:
+    def append_many(self, records: Sequence[Record]) -> None:
         """All records of one cell in a single write(2): a kill leaves the whole cell or none
         of it, so a resumed run never sees half a cell."""
         blob = "".join(
@@ -253,6 +272,10 @@ def read_samples(directory: Path) -> list[dict[str, Any]]:
 
 def read_failures(directory: Path) -> list[dict[str, Any]]:
     return [r for r in read_records(directory) if r.get("type") == "failure"]
+
+
+def read_not_applicable(directory: Path) -> list[dict[str, Any]]:
+    return [r for r in read_records(directory) if r.get("type") == "not_applicable"]
 
 
 def finished_cells(directory: Path) -> set[tuple[str, str, int]]:

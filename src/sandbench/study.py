@@ -40,6 +40,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sandbench import __version__, paths
 from sandbench.benchmarks.base import DEFAULT_TIMEOUTS, Benchmark, RoundFn, RunContext
 from sandbench.environments.base import Environment, Limits, live_sandboxes
+from sandbench.errors import NotApplicable
 from sandbench.hostfacts import host_facts
 from sandbench.noise import NOISY_CORE_FRACTION, CpuWatch
 from sandbench.noise import rule as noise_rule
@@ -47,6 +48,7 @@ from sandbench.results import (
     CellEnd,
     Failure,
     Journal,
+    NotApplicableCell,
     Sample,
     Timing,
     cell_progress,
@@ -695,6 +697,19 @@ class Runner:
                 fh.write(f"--- rounds {rnds}\n{traceback.format_exc()}\n")
             progress.advance(task, len([r for r in rnds if r >= 0]))
 
+        def not_applicable(c: _CellState, exc: NotApplicable) -> None:
+            """The benchmark has no meaning here: its reason is the cell's outcome, no
+            rounds, no failure; the cell ends "not applicable" (a resume skips it)."""
+            c.ended = True
+            stamp = now_iso()
+            # One write: a resumed run sees the reason and the cell's end, or neither.
+            journal.append_many([
+                NotApplicableCell(c.env.name, bench.name, exc.reason, stamp,
+                                  dict(exc.evidence)),
+                CellEnd(c.env.name, bench.name, 0, "not applicable", None, stamp)])
+            self.console.print(f"{bench.name} on {c.env.name}: not applicable ({exc.reason})")
+            progress.advance(task, len([r for r in range(c.min_rounds) if r not in c.done]))
+
         def end(c: _CellState, reason: str) -> None:
             c.ended = True
             width = rel_halfwidth(c.values)
@@ -720,6 +735,8 @@ class Runner:
                         c.fn = sessions.enter(guarded)
                 except (KeyboardInterrupt, SystemExit):
                     raise
+                except NotApplicable as exc:
+                    not_applicable(c, exc)
                 except Exception as exc:  # noqa: BLE001 - the cell fails, the study goes on
                     todo = [r for r in range(c.min_rounds) if r not in c.done]
                     fail(env, todo, exc)

@@ -34,10 +34,13 @@ def _cell_text(values: list[float], base: list[float] | None, direction: str) ->
 def summary_table(results_dir: Path, baseline: str = "host") -> Table:
     """One row per (bench, metric, params, unit), one column per planned environment: the
     median, and "B/A x better|worse" against the baseline's cell where the difference is
-    significant (p < ALPHA) and beyond FACTOR; "~" where the cells are too thin to tell."""
+    significant (p < ALPHA) and beyond FACTOR; "~" where the cells are too thin to tell;
+    "not applicable" where the benchmark has no meaning in the environment."""
     meta = results.read_meta(results_dir)
     samples = results.read_samples(results_dir)
     groups = stats.group_samples(samples)
+    not_applicable = {(str(r.get("env")), str(r.get("bench")))
+                      for r in results.read_not_applicable(results_dir)}
     plan_envs = list(meta.get("plan", {}).get("envs", []))
     envs = plan_envs + sorted({k[0] for k in groups} - set(plan_envs))
     rows: dict[tuple[str, str, stats.ParamsKey], dict[str, list[dict[str, Any]]]] = {}
@@ -59,7 +62,8 @@ def summary_table(results_dir: Path, baseline: str = "host") -> Table:
         for e in envs:
             cell = by_env.get(e)
             if not cell:
-                row.append("-")
+                row.append(Text("not applicable", style="dim")
+                           if (e, bench) in not_applicable else "-")
                 continue
             vals = [float(s["value"]) for s in cell]
             row.append(_cell_text(vals, None if e == baseline else base_vals,

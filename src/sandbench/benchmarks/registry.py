@@ -8,6 +8,7 @@ from sandbench.benchmarks.cpu import Cpu
 from sandbench.benchmarks.density import Density
 from sandbench.benchmarks.devloop import Devloop
 from sandbench.benchmarks.disk import Disk
+from sandbench.benchmarks.exec import Exec
 from sandbench.benchmarks.memory import Memory
 from sandbench.benchmarks.mysql import Mysql
 from sandbench.benchmarks.network import Network
@@ -20,7 +21,7 @@ def all_benchmarks() -> list[Benchmark]:
     benches: list[Benchmark] = [Startup(), Memory(), Syscall(), Network(), Disk(), Cpu()]
     benches += [Mysql(), Nginx()]
     benches += [Devloop()]  # after the paper's eight
-    benches += [Density(), Burst()]  # default = False: only when named (--bench)
+    benches += [Density(), Burst(), Exec()]  # default = False: only when named (--bench)
     names = [b.name for b in benches]
     if len(set(names)) != len(names):
         raise RuntimeError(f"benchmark names registered twice: {names}")

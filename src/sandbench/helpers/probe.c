@@ -5,6 +5,9 @@
  *                                    CLOCK_MONOTONIC (informational), then pause (stay,
  *                                    the default) or exit.
  *   probe idle                       just pause: an idle sandbox for memory accounting.
+ *   probe true                       exit 0 at once (the exec benchmark's trivial command).
+ *   probe out BYTES                  write BYTES bytes ('x') to stdout, exit 0 (the exec
+ *                                    benchmark's output-heavy command).
  *
  * Static, no libc name resolution: the address is numeric. Connect is retried every 500 us
  * because a user-space network stack (gVisor netstack) or a guest may come up after the
@@ -31,10 +34,36 @@ static void idle(void) {
     for (;;) pause();
 }
 
+static int out(const char *arg) {
+    static char buf[65536];
+    char *end;
+    errno = 0;
+    long long left = strtoll(arg, &end, 10);
+    if (errno != 0 || *end != '\0' || end == arg || left < 0) {
+        fprintf(stderr, "probe: bad byte count %s\n", arg);
+        return 2;
+    }
+    memset(buf, 'x', sizeof buf);
+    while (left > 0) {
+        size_t n = left < (long long)sizeof buf ? (size_t)left : sizeof buf;
+        ssize_t w = write(1, buf, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            perror("probe: write");
+            return 1;
+        }
+        left -= w;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc == 2 && strcmp(argv[1], "idle") == 0) idle();
+    if (argc == 2 && strcmp(argv[1], "true") == 0) return 0;
+    if (argc == 3 && strcmp(argv[1], "out") == 0) return out(argv[2]);
     if (argc < 3) {
-        fprintf(stderr, "usage: probe HOST_IP PORT [stay|exit] | probe idle\n");
+        fprintf(stderr, "usage: probe HOST_IP PORT [stay|exit] | probe idle | probe true | "
+                        "probe out BYTES\n");
         return 2;
     }
     struct sockaddr_in sa;

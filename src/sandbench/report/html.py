@@ -87,6 +87,7 @@ def context(run: RunData, scored: Mapping[str, Sequence[sc.ClaimResult]]) -> dic
                        for h, cs in scored.items()],
         "summary": tables.summary_rows(run),
         "failures": tables.failure_rows(run),
+        "not_applicable": tables.not_applicable_rows(run),
         "density_rows": tables.density_rows(run),
         "published": tables.PUBLISHED,
         "has_density": any(c.bench == "density" for c in run.cells),

@@ -100,6 +100,12 @@ def render_markdown(run: RunData, figures: Sequence[Figure],
                     [(r["env"], r["bench"], r["metric"], r["params"], r["unit"], r["n"],
                       r["median"], r["ci"], r["cov"], r["ratio"], r["flags"], r["stop"])
                      for r in tables.summary_rows(run)])
+    na = tables.not_applicable_rows(run)
+    if na:
+        lines += ["## Not applicable", "", "The benchmark has no meaning in these environments "
+                  "(a reason, not a number, and not a failure).", ""]
+        lines += _table(("env", "bench", "reason"), [(r["env"], r["bench"], r["reason"])
+                                                     for r in na])
     lines += ["## Failures", ""]
     fails = tables.failure_rows(run)
     if fails:

@@ -57,6 +57,9 @@ class RunData:
     groups: dict[stats.CellKey, list[dict[str, Any]]]
     sources: list[Source] = field(default_factory=list)
     cell_records: list[dict[str, Any]] = field(default_factory=list)
+    #: Cells a benchmark has no meaning in (results.NotApplicableCell): env label, bench,
+    #: reason. Neither numbers nor failures.
+    not_applicable: list[dict[str, Any]] = field(default_factory=list)
     bench_order: list[str] = field(default_factory=list)
     colour_of: dict[str, str] = field(default_factory=dict)  # by env name
     label_env: dict[str, str] = field(default_factory=dict)
@@ -105,6 +108,13 @@ class RunData:
     @property
     def baseline_measured(self) -> bool:
         return any(self.env_of(c.env) == self.baseline for c in self.cells)
+
+    def not_applicable_reason(self, label: str, bench: str) -> str | None:
+        """Why `bench` has no meaning in the environment `label`, or None."""
+        for r in self.not_applicable:
+            if r.get("env") == label and r.get("bench") == bench:
+                return str(r.get("reason", ""))
+        return None
 
     def emulated(self, label: str) -> bool:
         return any("emulated" in c.flags for c in self.cells if c.env == label)
@@ -192,6 +202,7 @@ def load_runs(directories: Sequence[Path], baseline: str = "host", out: Path | N
     samples: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
     cell_records: list[dict[str, Any]] = []
+    not_applicable: list[dict[str, Any]] = []
     cells: list[stats.CellStats] = []
     label_env: dict[str, str] = {}
     label_host: dict[str, str] = {}
@@ -203,7 +214,8 @@ def load_runs(directories: Sequence[Path], baseline: str = "host", out: Path | N
         records = list(results.read_records(d))
         raw = [r for r in records if r.get("type") == "sample"
                and isinstance(r.get("value"), int | float) and math.isfinite(float(r["value"]))]
-        envs = ({str(r.get("env")) for r in records if r.get("type") in ("sample", "failure")}
+        envs = ({str(r.get("env")) for r in records
+                 if r.get("type") in ("sample", "failure", "not_applicable")}
                 | set(m.get("plan", {}).get("envs", [])))
         label_of = {e: (e + SEP + h if multi else e) for e in envs}
         for e, lab in label_of.items():
@@ -214,12 +226,15 @@ def load_runs(directories: Sequence[Path], baseline: str = "host", out: Path | N
         samples += mine
         failures += _fold([r for r in records if r.get("type") == "failure"], label_of, h, i)
         cell_records += _fold([r for r in records if r.get("type") == "cell"], label_of, h, i)
+        not_applicable += _fold([r for r in records if r.get("type") == "not_applicable"],
+                                label_of, h, i)
         cells += stats.summarize(mine, baseline=label_of.get(baseline, baseline))
     plan_envs = [e for m in metas for e in m.get("plan", {}).get("envs", [])]
     env_names = envinfo.order(all_envs, plan_envs)
     order = [lab for h in hosts for e in env_names
              for lab in [e + SEP + h if multi else e] if lab in label_env]
-    benches = envinfo.bench_order({c.bench for c in cells},
+    benches = envinfo.bench_order({c.bench for c in cells}
+                                  | {str(r.get("bench")) for r in not_applicable},
                                   [b for m in metas for b in m.get("plan", {}).get("benches", [])])
     cells.sort(key=lambda c: (benches.index(c.bench), c.metric, c.params,
                               order.index(c.env) if c.env in order else len(order)))
@@ -241,6 +256,7 @@ def load_runs(directories: Sequence[Path], baseline: str = "host", out: Path | N
         directory=Path(out) if out is not None else dirs[0], meta=metas[0], samples=samples,
         failures=failures, cells=cells, env_order=order, baseline=baseline, warnings=warns,
         groups=stats.group_samples(samples), sources=sources, cell_records=cell_records,
+        not_applicable=not_applicable,
         bench_order=benches, colour_of=envinfo.colours(env_names, facts),
         label_env=label_env, label_host=label_host, host_samples=host_samples)
 

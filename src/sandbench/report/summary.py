@@ -75,6 +75,9 @@ def heat_cell(run: RunData, label: str, col: Column) -> HeatCell:
              and c.metric == col.metric]
     emulated = any("emulated" in c.flags for c in cells)
     if not cells:
+        why = run.not_applicable_reason(label, col.bench)
+        if why is not None:
+            return HeatCell("not applicable", "", NEUTRAL, why, "none")
         return HeatCell("–", "", NEUTRAL, "not measured", "none")
     host = run.host_of(label)
     if run.env_of(label) == run.baseline:
@@ -122,7 +125,8 @@ def heatmap(run: RunData) -> dict[str, Any]:
     cols = columns(run)
     rows = []
     for label in run.env_order:
-        if not any(c.env == label for c in run.cells):
+        if not any(c.env == label for c in run.cells) and not any(
+                r.get("env") == label for r in run.not_applicable):
             continue
         rows.append({"label": label, "env": run.env_of(label), "host": run.host_of(label),
                      "colour": run.colour(label), "emulated": run.emulated(label),
@@ -232,6 +236,8 @@ def quality(run: RunData) -> tuple[str, str]:
     stops = Counter(str(r.get("stop_reason")) for r in run.cell_records)
     if run.failures:
         parts.append(f"{len(run.failures)} cell rounds failed")
+    if run.not_applicable:
+        parts.append(f"{len(run.not_applicable)} cells not applicable")
     # The share of the run that is doubtful decides the word; emulation is named, not scored,
     # since it concerns whole environments that are flagged everywhere.
     doubtful = (len(noisy) / max(len(rounds), 1) + len(thin) / n_cells
@@ -305,6 +311,9 @@ def quality_details(run: RunData) -> list[str]:
         out.append("rounds stopped: " + ", ".join(f"{n} {k}" for k, n in stops.most_common()))
     if run.failures:
         out.append(f"{len(run.failures)} cell rounds failed (listed under Failures)")
+    if run.not_applicable:
+        out.append(f"{len(run.not_applicable)} cells not applicable, not failures: " + "; ".join(
+            f"{r.get('env')} {r.get('bench')} ({r.get('reason')})" for r in run.not_applicable))
     return [t[0].upper() + t[1:] for t in out]
 
 

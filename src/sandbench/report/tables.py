@@ -60,7 +60,20 @@ def summary_rows(run: RunData) -> list[dict[str, str]]:
             "cov": "n/a" if not math.isfinite(c.cov) else f"{c.cov:.1%}",
             "ratio": ratio, "flags": " ".join(c.flags),
             "stop": stops.get((c.env, c.bench), "")})
+    for r in not_applicable_rows(run):
+        rows.append({"env": r["env"], "bench": r["bench"], "metric": "-", "params": "",
+                     "unit": "", "n": "0", "median": "not applicable", "ci": "", "cov": "",
+                     "ratio": "", "flags": "", "stop": stops.get((r["env"], r["bench"]), "")})
     return rows
+
+
+def not_applicable_rows(run: RunData) -> list[dict[str, str]]:
+    """Cells a benchmark has no meaning in, with the reason, in bench and env order."""
+    rows = [{"env": str(r.get("env")), "bench": str(r.get("bench")),
+             "reason": str(r.get("reason", ""))} for r in run.not_applicable]
+    return sorted(rows, key=lambda r: (
+        run.bench_order.index(r["bench"]) if r["bench"] in run.bench_order else 0,
+        run.env_rank(r["env"])))
 
 
 def host_rows(meta: dict[str, Any]) -> list[tuple[str, str]]:
