@@ -1,7 +1,9 @@
 """Memory footprint: N idle sandboxes at once; for each, Private_Dirty (the paper's measure) and
 PSS summed over every host process that belongs to it, from /proc/PID/smaps_rollup.
 
-Which processes count is each Sandbox's host_pids() (the idle process on the host; the
+Which processes count is each Sandbox's host_pids() less its monitor_pids() (firejail's,
+lxc-start, systemd-nspawn: their private dirty is the metric monitor_private_dirty, a
+per-sandbox overhead reported apart) (the idle process on the host; the
 container's processes for runc and crun; gVisor's sentry, gofer and stubs; Docker's shim and
 everything under it; a VM's hypervisor process, whose private memory includes the guest's
 RAM). Shared daemons (dockerd, containerd) are measured once per round as their own metric.
@@ -45,9 +47,11 @@ def sandbox_count(env: Environment, limits: Limits, params: dict[str, Any]) -> t
 
 
 def footprint(sb: Sandbox) -> procs.MemUse:
-    """The memory of sb's host processes; SandboxError with evidence when there are none to
-    measure (a dead hypervisor, a container without an id)."""
-    pids = sb.host_pids()
+    """The memory of sb's host processes, less its monitors (Sandbox.monitor_pids, counted
+    apart); SandboxError with evidence when there are none to measure (a dead hypervisor, a
+    container without an id)."""
+    monitors = set(sb.monitor_pids())
+    pids = [p for p in sb.host_pids() if p not in monitors]
     use = procs.memory_of(pids)
     if not use.processes:
         raise SandboxError(
@@ -99,6 +103,12 @@ class Memory(Benchmark):
                                                 extra=extra))
                     out.append(Measurement.size("pss", use.pss_kib / KIB_PER_MIB, "MiB",
                                                 extra=extra))
+                    monitors = sb.monitor_pids()
+                    if monitors:
+                        mon = procs.memory_of(monitors)
+                        out.append(Measurement.size(
+                            "monitor_private_dirty", mon.private_dirty_kib / KIB_PER_MIB,
+                            "MiB", extra={**extra, "processes": mon.processes}))
                 shared = env.shared_pids()
                 if shared:
                     use = procs.memory_of(shared)

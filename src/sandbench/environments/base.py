@@ -280,6 +280,12 @@ class Sandbox(ABC):
     def host_pids(self) -> list[int]:
         """Host processes that exist because of this sandbox (for memory accounting)."""
 
+    def monitor_pids(self) -> list[int]:
+        """Those of host_pids() that are the sandboxing tool's own per-sandbox monitors
+        (firejail's parent, lxc-start, systemd-nspawn), not the workload: the memory
+        benchmark counts them apart as the sandbox's monitor overhead. [] = none."""
+        return []
+
     @abstractmethod
     def _stop(self) -> None:
         """Stop and remove everything this sandbox created. Must tolerate partial starts."""

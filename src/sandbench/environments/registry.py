@@ -15,6 +15,7 @@ from sandbench.environments.base import Environment
 from sandbench.environments.bubblewrap import BubblewrapEnvironment
 from sandbench.environments.docker import DockerEnvironment
 from sandbench.environments.firecracker import FirecrackerEnvironment
+from sandbench.environments.firejail import FirejailEnvironment
 from sandbench.environments.host import HostEnvironment
 from sandbench.environments.kata import KATA_VARIANTS, KataEnvironment
 from sandbench.environments.oci import VARIANTS, OciEnvironment
@@ -50,6 +51,7 @@ def all_environments() -> list[Environment]:
     envs: list[Environment] = [HostEnvironment()]
     envs += [OciEnvironment(v) for v in VARIANTS]
     envs.append(BubblewrapEnvironment())
+    envs.append(FirejailEnvironment())
     envs.append(DockerEnvironment(None))
     envs += [DockerEnvironment(p) for p in ("ptrace", "systrap", "kvm")]
     envs += [PodmanEnvironment(gvisor=False), PodmanEnvironment(gvisor=True)]

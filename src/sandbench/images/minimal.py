@@ -23,7 +23,7 @@ BUSYBOX = Path("/bin/busybox")
 
 class MinimalImage(ImageBuilder):
     name = "minimal"
-    recipe_version = 1
+    recipe_version = 2
 
     def inputs(self) -> dict[str, str]:
         if not BUSYBOX.exists():
@@ -35,9 +35,12 @@ class MinimalImage(ImageBuilder):
         return ins
 
     def populate(self, rootfs: Path, progress: Progress) -> None:
-        for d in ("bin", "sbin", "sb", "proc", "sys", "dev", "tmp", "etc", "data", "root"):
+        # var/tmp and run: firejail --chroot refuses a root without them.
+        for d in ("bin", "sbin", "sb", "proc", "sys", "dev", "tmp", "etc", "data", "root",
+                  "var", "var/tmp", "run"):
             (rootfs / d).mkdir(exist_ok=True)
         os.chmod(rootfs / "tmp", 0o1777)
+        os.chmod(rootfs / "var" / "tmp", 0o1777)
         shutil.copy2(BUSYBOX, rootfs / "bin" / "busybox")
         applets = subprocess.run(
             [str(BUSYBOX), "--list"], capture_output=True, text=True, check=True, timeout=10
