@@ -311,10 +311,16 @@ def _freezer_dirs(rel: str) -> list[tuple[Path, int]]:
 
 
 def _has_procs(d: Path) -> bool:
-    try:
-        return bool((d / "cgroup.procs").read_text().strip())
-    except OSError:
-        return False
+    """Whether d or a cgroup below it holds a task (both freezers act on the subtree:
+    systemd-nspawn moves its processes into d/supervisor and d/payload of the unified
+    hierarchy)."""
+    for c in _tree(d):
+        try:
+            if (c / "cgroup.procs").read_text().strip():
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def freeze(rel: str) -> Path | None:

@@ -23,7 +23,7 @@ BUSYBOX = Path("/bin/busybox")
 
 class MinimalImage(ImageBuilder):
     name = "minimal"
-    recipe_version = 2
+    recipe_version = 3
 
     def inputs(self) -> dict[str, str]:
         if not BUSYBOX.exists():
@@ -35,9 +35,10 @@ class MinimalImage(ImageBuilder):
         return ins
 
     def populate(self, rootfs: Path, progress: Progress) -> None:
-        # var/tmp and run: firejail --chroot refuses a root without them.
+        # var/tmp and run: firejail --chroot refuses a root without them; usr:
+        # systemd-nspawn refuses a tree without it.
         for d in ("bin", "sbin", "sb", "proc", "sys", "dev", "tmp", "etc", "data", "root",
-                  "var", "var/tmp", "run"):
+                  "var", "var/tmp", "run", "usr"):
             (rootfs / d).mkdir(exist_ok=True)
         os.chmod(rootfs / "tmp", 0o1777)
         os.chmod(rootfs / "var" / "tmp", 0o1777)
