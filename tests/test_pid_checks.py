@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import subprocess
+import sys
+import time
 
 import pytest
 
+from sandbench import procs
 from sandbench.environments.podman import _wait_gone
 from sandbench.errors import SandboxError
 
@@ -13,10 +16,15 @@ from sandbench.errors import SandboxError
 def test_wait_gone_raises_with_evidence_when_a_process_survives() -> None:
     cid = "sbtestwaitgone0123456789abcdef"
     # A real process whose argv names the id stands in for a conmon that rm left alive.
-    p = subprocess.Popen(["python3", "-c", "import time; time.sleep(30)", cid])
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", cid])
     try:
+        # Seen by the search before the check (a loaded CI machine once made it look gone).
+        deadline = time.monotonic() + 10
+        while p.pid not in procs.find_by_cmdline(cid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert p.poll() is None and p.pid in procs.find_by_cmdline(cid), p.poll()
         with pytest.raises(SandboxError) as e:
-            _wait_gone(cid, 0.3, "podman rm exited 125: boom")
+            _wait_gone(cid, 2.0, "podman rm exited 125: boom")
         assert cid in str(e.value)
         ev = e.value.evidence
         assert p.pid in ev["pids"] and "boom" in ev["rm_error"]

@@ -35,7 +35,7 @@ FREEZE = "SIGSTOP/SIGCONT of the sandbox's processes"
 class BubblewrapEnvironment(HostEnvironment):
     name = "bubblewrap"
     description = "bubblewrap process sandbox (image rootfs read-only, prepared netns+veth)"
-    family = "container"
+    family = "sandbox"
     isolation_class = "process sandbox"
     exec_not_applicable = ("bwrap has no command to run a process in a running sandbox "
                            "(sandbench's exec starts a second bwrap in the same netns, mounts, "

@@ -92,7 +92,7 @@ def _chroot_disabled() -> bool:
 class FirejailEnvironment(HostEnvironment):
     name = "firejail"
     description = "firejail SUID sandbox (--chroot to the image rootfs, prepared netns+veth)"
-    family = "container"
+    family = "sandbox"
     isolation_class = "process sandbox"
 
     def available(self) -> Availability:

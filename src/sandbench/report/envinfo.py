@@ -12,17 +12,19 @@ from functools import cache
 from typing import Any
 
 # Related environments share a hue family, so a figure reads by family at a glance:
-# containers brown/purple, gVisor orange/red/pink, VMs blue/teal/green.
+# containers brown/purple, process sandboxes olive, gVisor orange/red/pink, VMs blue/teal/green.
 FAMILY_SHADES: dict[str, tuple[str, ...]] = {
     "host": ("#4d4d4d",),
-    "container": ("#8c564b", "#c49c94", "#9467bd", "#c5b0d5", "#7b4173"),
+    "container": ("#8c564b", "#c49c94", "#9467bd", "#c5b0d5", "#7b4173", "#a55194",
+                  "#ce6dbd"),
+    "sandbox": ("#637939", "#8c6d31", "#b5cf6b", "#bd9e39"),
     "gvisor": ("#ff7f0e", "#ffbb78", "#d62728", "#e377c2", "#f7b6d2", "#bcbd22"),
     "vm": ("#1f77b4", "#aec7e8", "#17becf", "#2ca02c", "#98df8a", "#393b79"),
 }
 # For environments the registry does not list (or a family with more members than shades):
 # none of these is a family shade, so a newcomer never looks like a known environment.
-SPARE: tuple[str, ...] = ("#7f7f7f", "#637939", "#8c6d31", "#843c39", "#9edae5", "#dbdb8d",
-                          "#5254a3", "#e7969c", "#6b6ecf", "#b5cf6b")
+SPARE: tuple[str, ...] = ("#7f7f7f", "#843c39", "#9edae5", "#dbdb8d", "#5254a3", "#e7969c",
+                          "#6b6ecf", "#e7cb94", "#ad494a", "#3182bd")
 
 
 @cache
