@@ -1,12 +1,13 @@
 """bubblewrap (bwrap): a process sandbox, the base of Flatpak and of coding agents' sandboxes.
 
 The study's image rootfs is bound read-only as /, the benchmark volume read-write at /data,
-a tmpfs at /tmp. bwrap runs under `nsenter --net=` in the netns + veth sandbench prepared
-(net.py), the same path as runc; the host sandbox's transient cgroup gives the same limits
-(every process joins it before exec). Seccomp: the containers-common profile compiled to BPF
-by libseccomp (seccomp_bpf.py) and passed as `--seccomp FD`; spec.seccomp False = none.
-bwrap cannot run a command in a running sandbox; exec() enters the sandbox's namespaces and
-root: exec() starts a second bwrap with the same netns, mounts, cgroup and filter.
+a host scratch directory at /tmp (rootfs_sandbox.py). bwrap runs under `nsenter --net=` in
+the netns + veth sandbench prepared (net.py), the same path as runc; the host sandbox's
+transient cgroup gives the same limits (every process joins it before exec).
+Seccomp: the containers-common profile compiled to BPF by libseccomp (seccomp_bpf.py) and
+passed as `--seccomp FD`; spec.seccomp False = none.
+bwrap cannot run a command in a running sandbox: exec() starts a second bwrap with the same
+netns, mounts, cgroup and filter.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import shutil
 import subprocess
 from typing import Any
 
-from sandbench import net, seccomp, seccomp_bpf
+from sandbench import seccomp, seccomp_bpf
 from sandbench.environments import oci_spec
 from sandbench.environments.base import (
     IDLE_ARGV,
@@ -26,8 +27,8 @@ from sandbench.environments.base import (
     SandboxSpec,
     run_cmd,
 )
-from sandbench.environments.host import HostEnvironment, HostSandbox
-from sandbench.errors import SandboxError
+from sandbench.environments.host import HostEnvironment
+from sandbench.environments.rootfs_sandbox import RootfsSandbox
 
 FREEZE = "SIGSTOP/SIGCONT of the sandbox's processes"
 
@@ -86,31 +87,16 @@ class BubblewrapEnvironment(HostEnvironment):
         return BubblewrapSandbox(spec, self.name)
 
 
-class BubblewrapSandbox(HostSandbox):
-    network_path = "veth"
-    bind_address = "0.0.0.0"
-    volume_kind = "bind-mount"
-    data_dir = "/data"
-    scratch_dir = "/tmp"
+class BubblewrapSandbox(RootfsSandbox):
+    tool = "bwrap"
 
     def __init__(self, spec: SandboxSpec, env_name: str = "bubblewrap") -> None:
-        super().__init__(spec, env_name)
-        self.data_dir = "/data"
-        self.scratch_dir = "/tmp"
-        self.link: net.Link | None = None
         self._bpf: bytes | None = None
-        try:
-            if spec.seccomp:
-                self._bpf = seccomp_bpf.compile_bpf(seccomp.default_oci(oci_spec.DEFAULT_CAPS))
-            self.link = net.create(self.name)
-        except BaseException:
-            self._stop()
-            raise
-        self._address = self.link.sandbox_ip
-        self.host_address = self.link.host_ip
+        super().__init__(spec, env_name)
 
-    def helper(self, name: str) -> str:
-        return f"/sb/{name}"
+    def prepare_more(self) -> None:
+        if self.spec.seccomp:
+            self._bpf = seccomp_bpf.compile_bpf(seccomp.default_oci(oci_spec.DEFAULT_CAPS))
 
     def _bwrap_argv(self, argv: list[str], seccomp_fd: int | None,
                     first: bool = True) -> list[str]:
@@ -144,22 +130,12 @@ class BubblewrapSandbox(HostSandbox):
 
     def launch(self, argv: list[str] | None = None) -> None:
         fd = self._seccomp_fd()
-        args = self._bwrap_argv(argv or self.spec.argv or IDLE_ARGV, fd)
-        out = open(self.spec.log, "ab") if self.spec.log else subprocess.DEVNULL  # noqa: SIM115
         try:
-            self.proc = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                start_new_session=True, pass_fds=(fd,) if fd is not None else (),
-                preexec_fn=self._join_cgroup,  # noqa: PLW1509 - see HostSandbox._join_cgroup
-            )
-        except (OSError, subprocess.SubprocessError) as e:
-            raise SandboxError(f"bubblewrap: cannot start bwrap: {e}",
-                               {"command": args, "cgroup": self.cgroup}) from None
+            self.popen(self._bwrap_argv(argv or self.spec.argv or IDLE_ARGV, fd),
+                       pass_fds=(fd,) if fd is not None else ())
         finally:
             if fd is not None:
                 os.close(fd)
-            if not isinstance(out, int):
-                out.close()
 
     def exec(self, argv: list[str], timeout: float = 60.0) -> Completed:
         """A second bwrap in the same netns, rootfs, volume, /tmp, cgroup and seccomp filter
@@ -174,11 +150,3 @@ class BubblewrapSandbox(HostSandbox):
             if fd is not None:
                 os.close(fd)
         return Completed(argv, cp.returncode, cp.stdout, cp.stderr)
-
-    def _stop(self) -> None:
-        try:
-            super()._stop()
-        finally:
-            if self.link is not None:
-                net.destroy(self.link)
-                self.link = None

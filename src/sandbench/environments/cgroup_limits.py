@@ -7,11 +7,13 @@ Works on cgroup v1, v2 and hybrid hosts (v1 controllers plus /sys/fs/cgroup/unif
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 _UNLIMITED_V1 = 1 << 62  # memory.limit_in_bytes reads back as a page-rounded huge value
+T = TypeVar("T", int, float)
 
 
 def _controller_dirs(pid: int) -> dict[str, Path]:
@@ -40,33 +42,68 @@ def _read(p: Path) -> str | None:
         return None
 
 
+def _up(d: Path) -> list[Path]:
+    """d and its ancestors below the hierarchy's mount point (/sys/fs/cgroup/<ctrl>)."""
+    out = [d]
+    while d.parent != d and (d.parent / "cgroup.procs").exists():
+        d = d.parent
+        out.append(d)
+    return out
+
+
+def _cpus_v1(d: Path) -> float | None:
+    quota, period = _read(d / "cpu.cfs_quota_us"), _read(d / "cpu.cfs_period_us")
+    return round(int(quota) / int(period), 3) if quota and period and int(quota) > 0 else None
+
+
+def _mem_v1(d: Path) -> int | None:
+    lim = _read(d / "memory.limit_in_bytes")
+    return int(lim) // (1024 * 1024) if lim and int(lim) < _UNLIMITED_V1 else None
+
+
+def _cpus_v2(d: Path) -> float | None:
+    cpu_max = (_read(d / "cpu.max") or "max").split()
+    return round(int(cpu_max[0]) / int(cpu_max[1]), 3) \
+        if cpu_max[0] != "max" and len(cpu_max) == 2 else None
+
+
+def _mem_v2(d: Path) -> int | None:
+    mem_max = _read(d / "memory.max")
+    return int(mem_max) // (1024 * 1024) if mem_max and mem_max != "max" else None
+
+
+def _tightest(d: Path, read: Callable[[Path], T | None]) -> tuple[T | None, Path]:
+    """The lowest limit on d or an ancestor (the kernel enforces every level: LXC and
+    systemd-nspawn put the workload in a child of the cgroup that holds the limits), and
+    the cgroup it is set on (d itself when none is)."""
+    best: tuple[T | None, Path] = (None, d)
+    for c in _up(d):
+        v = read(c)
+        if v is not None and (best[0] is None or v < best[0]):
+            best = (v, c)
+    return best
+
+
 def limits_of(pid: int) -> dict[str, Any]:
     """{"cpus", "memory_mib", "cgroup_cpu", "cgroup_memory", "cgroup_version"} as enforced for
-    pid; a limit that is not set reads None."""
+    pid, the tightest over its cgroup and their ancestors; a limit not set reads None, and
+    cgroup_* name where the limit is set (the process's own cgroup when none is)."""
     dirs = _controller_dirs(pid)
     out: dict[str, Any] = {"cpus": None, "memory_mib": None}
     cpu, mem = dirs.get("cpu"), dirs.get("memory")
     if cpu is not None or mem is not None:
         out["cgroup_version"] = 1
         if cpu is not None:
-            out["cgroup_cpu"] = str(cpu)
-            quota, period = _read(cpu / "cpu.cfs_quota_us"), _read(cpu / "cpu.cfs_period_us")
-            if quota and period and int(quota) > 0:
-                out["cpus"] = round(int(quota) / int(period), 3)
+            out["cpus"], where = _tightest(cpu, _cpus_v1)
+            out["cgroup_cpu"] = str(where)
         if mem is not None:
-            out["cgroup_memory"] = str(mem)
-            lim = _read(mem / "memory.limit_in_bytes")
-            if lim and int(lim) < _UNLIMITED_V1:
-                out["memory_mib"] = int(lim) // (1024 * 1024)
+            out["memory_mib"], where = _tightest(mem, _mem_v1)
+            out["cgroup_memory"] = str(where)
         return out
     v2 = dirs.get("")
     if v2 is not None:
         out["cgroup_version"] = 2
-        out["cgroup_cpu"] = out["cgroup_memory"] = str(v2)
-        cpu_max = (_read(v2 / "cpu.max") or "max").split()
-        if cpu_max[0] != "max" and len(cpu_max) == 2:
-            out["cpus"] = round(int(cpu_max[0]) / int(cpu_max[1]), 3)
-        mem_max = _read(v2 / "memory.max")
-        if mem_max and mem_max != "max":
-            out["memory_mib"] = int(mem_max) // (1024 * 1024)
+        out["cpus"], cpu_at = _tightest(v2, _cpus_v2)
+        out["memory_mib"], mem_at = _tightest(v2, _mem_v2)
+        out["cgroup_cpu"], out["cgroup_memory"] = str(cpu_at), str(mem_at)
     return out

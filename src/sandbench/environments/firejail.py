@@ -33,7 +33,7 @@ from typing import Any
 
 import psutil
 
-from sandbench import cgroups, net, paths
+from sandbench import cgroups, paths
 from sandbench.environments import oci_spec
 from sandbench.environments.base import (
     IDLE_ARGV,
@@ -43,7 +43,8 @@ from sandbench.environments.base import (
     SandboxSpec,
     run_cmd,
 )
-from sandbench.environments.host import HostEnvironment, HostSandbox, _kill_cgroup
+from sandbench.environments.host import HostEnvironment, _kill_cgroup
+from sandbench.environments.rootfs_sandbox import RootfsSandbox
 from sandbench.errors import SandboxError
 
 FIREJAIL_CONFIG = Path("/etc/firejail/firejail.config")
@@ -198,36 +199,18 @@ def _command(argv: list[str]) -> list[str]:
     return argv
 
 
-class FirejailSandbox(HostSandbox):
-    network_path = "veth"
-    bind_address = "0.0.0.0"
-    volume_kind = "bind-mount"
-    data_dir = "/data"
-    scratch_dir = "/tmp"
+class FirejailSandbox(RootfsSandbox):
+    needs = CHROOT_NEEDS
+    tool = "firejail --chroot"
 
     def __init__(self, spec: SandboxSpec, env_name: str = "firejail") -> None:
+        self.view = paths.state("firejail") / paths.new_id()  # replaced by the id below
         super().__init__(spec, env_name)
-        self.data_dir = "/data"
-        self.scratch_dir = "/tmp"
-        self.link: net.Link | None = None
+
+    def prepare_more(self) -> None:
         self.view = paths.state("firejail") / self.name
-        try:
-            missing = [d for d in CHROOT_NEEDS if not (self.rootfs / d).is_dir()]
-            if spec.volume is not None and not (self.rootfs / "data").is_dir():
-                missing.append("data")
-            if missing:
-                raise SandboxError(
-                    f"firejail: image {spec.image!r} lacks {', '.join('/' + m for m in missing)}"
-                    " (firejail --chroot needs them): rebuild the image",
-                    {"rootfs": str(self.rootfs), "missing": missing})
-            self.view.mkdir(mode=0o700)
-            self.conf = self._config()
-            self.link = net.create(self.name)
-        except BaseException:
-            self._stop()
-            raise
-        self._address = self.link.sandbox_ip
-        self.host_address = self.link.host_ip
+        self.view.mkdir(mode=0o700)
+        self.conf = self._config()
 
     def _config(self) -> Path:
         """The host's firejail.config with chroot enabled, for this sandbox's mount
@@ -241,9 +224,6 @@ class FirejailSandbox(HostSandbox):
             os.chmod(tmp, 0o644)
             os.replace(tmp, conf)
         return conf
-
-    def helper(self, name: str) -> str:
-        return f"/sb/{name}"
 
     def _argv(self, argv: list[str]) -> list[str]:
         assert self.link is not None
@@ -266,20 +246,7 @@ class FirejailSandbox(HostSandbox):
                 "SB_VOLUME": str(self.spec.volume or ""), "SB_DATA": self.data_dir}
 
     def launch(self, argv: list[str] | None = None) -> None:
-        args = self._argv(argv or self.spec.argv or IDLE_ARGV)
-        out = open(self.spec.log, "ab") if self.spec.log else subprocess.DEVNULL  # noqa: SIM115
-        try:
-            self.proc = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                start_new_session=True, env=self._wrapper_env(),
-                preexec_fn=self._join_cgroup,  # noqa: PLW1509 - see HostSandbox._join_cgroup
-            )
-        except (OSError, subprocess.SubprocessError) as e:
-            raise SandboxError(f"firejail: cannot start: {e}",
-                               {"command": args, "cgroup": self.cgroup}) from None
-        finally:
-            if not isinstance(out, int):
-                out.close()
+        self.popen(self._argv(argv or self.spec.argv or IDLE_ARGV), env=self._wrapper_env())
 
     def _joinable(self) -> bool:
         # unshare and the wrapper exec firejail: its parent has launch's pid.
@@ -294,7 +261,11 @@ class FirejailSandbox(HostSandbox):
             self._wait_joinable(timeout)
         # firejail quotes each argument itself when it builds the joined command line.
         assert self.proc is not None
-        cmd = ["firejail", "--quiet", f"--join={self.proc.pid}", *_command(argv)]
+        # In a private mount namespace as launch's: firejail mounts /run/firejail/* (its
+        # read-only markers, dbus) wherever it starts, and a join on the host would leave
+        # those mounts on the host. The join enters the sandbox's own namespaces anyway.
+        cmd = ["unshare", "--mount", "--propagation", "private", "--",
+               "firejail", "--quiet", f"--join={self.proc.pid}", *_command(argv)]
         cp = run_cmd(cmd, timeout=timeout, check=False, preexec_fn=self._join_cgroup,
                      env={**os.environ, **self.spec.env})
         return Completed(argv, cp.returncode, cp.stdout, cp.stderr)
@@ -330,13 +301,7 @@ class FirejailSandbox(HostSandbox):
             # and wait out): the name and sandbox records it would have removed go below.
             super()._stop()
         finally:
-            # Also called by HostSandbox.__init__ on a failed prepare, before view and link.
+            # Also called by a failed prepare, before the view exists.
             _remove_name_file(self.name)
-            view = getattr(self, "view", None)
-            if view is not None:
-                with contextlib.suppress(OSError):
-                    view.rmdir()
-            link = getattr(self, "link", None)
-            if link is not None:
-                net.destroy(link)
-                self.link = None
+            with contextlib.suppress(OSError):
+                self.view.rmdir()

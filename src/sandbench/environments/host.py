@@ -92,10 +92,13 @@ class HostEnvironment(Environment):
 
 
 def _cgroup_pids(rel: str) -> list[int]:
+    """Every task in rel or a cgroup below it: systemd-nspawn and LXC move theirs into
+    child cgroups (supervisor/payload, payload/monitor) of the one sandbench made."""
     pids: set[int] = set()
     for h in cgroups.hierarchies():
-        with contextlib.suppress(OSError, ValueError):
-            pids |= {int(x) for x in (h / rel / "cgroup.procs").read_text().split()}
+        for root, _dirs, _files in os.walk(h / rel):
+            with contextlib.suppress(OSError, ValueError):
+                pids |= {int(x) for x in (Path(root) / "cgroup.procs").read_text().split()}
     return sorted(pids)
 
 

@@ -19,15 +19,12 @@ nspawn's filter and bounding set; facts say so.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from sandbench import net, paths
+from sandbench import paths
 from sandbench.environments.base import (
     IDLE_ARGV,
     Availability,
@@ -36,8 +33,8 @@ from sandbench.environments.base import (
     SandboxSpec,
     run_cmd,
 )
-from sandbench.environments.host import HostEnvironment, HostSandbox
-from sandbench.errors import SandboxError
+from sandbench.environments.host import HostEnvironment
+from sandbench.environments.rootfs_sandbox import RootfsSandbox
 
 #: Where systemd-nspawn keeps a directory per machine name (mount propagation).
 PROPAGATE = Path("/run/systemd/nspawn/propagate")
@@ -120,34 +117,9 @@ class NspawnEnvironment(HostEnvironment):
         return NspawnSandbox(spec, self.name)
 
 
-class NspawnSandbox(HostSandbox):
-    network_path = "veth"
-    bind_address = "0.0.0.0"
-    volume_kind = "bind-mount"
-    data_dir = "/data"
-    scratch_dir = "/tmp"
-
-    def __init__(self, spec: SandboxSpec, env_name: str = "nspawn") -> None:
-        super().__init__(spec, env_name)
-        self.data_dir = "/data"
-        self.scratch_dir = "/tmp"
-        self.link: net.Link | None = None
-        try:
-            missing = [d for d in NSPAWN_NEEDS if not (self.rootfs / d).is_dir()]
-            if missing:
-                raise SandboxError(
-                    f"nspawn: image {spec.image!r} lacks {', '.join('/' + m for m in missing)}"
-                    " (systemd-nspawn refuses such a tree): rebuild the image",
-                    {"rootfs": str(self.rootfs), "missing": missing})
-            self.link = net.create(self.name)
-        except BaseException:
-            self._stop()
-            raise
-        self._address = self.link.sandbox_ip
-        self.host_address = self.link.host_ip
-
-    def helper(self, name: str) -> str:
-        return f"/sb/{name}"
+class NspawnSandbox(RootfsSandbox):
+    needs = NSPAWN_NEEDS
+    tool = "systemd-nspawn"
 
     def _argv(self, argv: list[str]) -> list[str]:
         assert self.link is not None
@@ -162,53 +134,12 @@ class NspawnSandbox(HostSandbox):
         return [*a, "--", *argv]
 
     def launch(self, argv: list[str] | None = None) -> None:
-        args = self._argv(argv or self.spec.argv or IDLE_ARGV)
-        out = open(self.spec.log, "ab") if self.spec.log else subprocess.DEVNULL  # noqa: SIM115
-        env = dict(os.environ)
-        if not self.spec.seccomp:
-            env["SYSTEMD_SECCOMP"] = "0"
-        try:
-            self.proc = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                start_new_session=True, env=env,
-                preexec_fn=self._join_cgroup,  # noqa: PLW1509 - see HostSandbox._join_cgroup
-            )
-        except (OSError, subprocess.SubprocessError) as e:
-            raise SandboxError(f"nspawn: cannot start systemd-nspawn: {e}",
-                               {"command": args, "cgroup": self.cgroup}) from None
-        finally:
-            if not isinstance(out, int):
-                out.close()
-
-    def _leader(self) -> int | None:
-        """The container's PID 1 (nspawn's stub init): the first of systemd-nspawn's
-        descendants in a pid namespace other than the host's."""
-        if self.proc is None:
-            return None
-        host_ns = os.stat("/proc/self/ns/pid").st_ino
-        with contextlib.suppress(psutil.Error):
-            for p in sorted(psutil.Process(self.proc.pid).children(recursive=True),
-                            key=lambda p: p.pid):
-                with contextlib.suppress(OSError):
-                    if os.stat(f"/proc/{p.pid}/ns/pid").st_ino != host_ns:
-                        return p.pid
-        return None
-
-    def _wait_leader(self, timeout: float) -> int:
-        import time
-
-        deadline = time.monotonic() + min(timeout, 10.0)
-        while (pid := self._leader()) is None:
-            if self.proc is None or self.proc.poll() is not None \
-                    or time.monotonic() > deadline:
-                raise SandboxError(f"nspawn: container {self.name} has no running init: "
-                                   f"{self.describe_state()}",
-                                   {"log": str(self.spec.log), "cgroup": self.cgroup})
-            time.sleep(0.005)
-        return pid
+        # SYSTEMD_SECCOMP=0: systemd's documented switch for its seccomp filters.
+        self.popen(self._argv(argv or self.spec.argv or IDLE_ARGV),
+                   env=self.environ(None if self.spec.seccomp else {"SYSTEMD_SECCOMP": "0"}))
 
     def exec(self, argv: list[str], timeout: float = 60.0) -> Completed:
-        leader = self._wait_leader(timeout)
+        leader = self.wait_leader(timeout)
         cmd = ["nsenter", f"--target={leader}", "--mount", "--uts", "--ipc", "--net",
                "--pid", "--cgroup", "--root", "--wd", "--", "/usr/bin/env", "-i",
                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -232,7 +163,3 @@ class NspawnSandbox(HostSandbox):
             # nspawn's per-machine propagation directory, named by sandbench's id.
             with contextlib.suppress(OSError):
                 (PROPAGATE / self.name).rmdir()
-            link = getattr(self, "link", None)
-            if link is not None:
-                net.destroy(link)
-                self.link = None

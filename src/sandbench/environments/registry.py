@@ -18,6 +18,7 @@ from sandbench.environments.firecracker import FirecrackerEnvironment
 from sandbench.environments.firejail import FirejailEnvironment
 from sandbench.environments.host import HostEnvironment
 from sandbench.environments.kata import KATA_VARIANTS, KataEnvironment
+from sandbench.environments.lxc import LxcEnvironment
 from sandbench.environments.nspawn import NspawnEnvironment
 from sandbench.environments.oci import VARIANTS, OciEnvironment
 from sandbench.environments.podman import PodmanEnvironment
@@ -54,6 +55,7 @@ def all_environments() -> list[Environment]:
     envs.append(BubblewrapEnvironment())
     envs.append(FirejailEnvironment())
     envs.append(NspawnEnvironment())
+    envs.append(LxcEnvironment())
     envs.append(DockerEnvironment(None))
     envs += [DockerEnvironment(p) for p in ("ptrace", "systrap", "kvm")]
     envs += [PodmanEnvironment(gvisor=False), PodmanEnvironment(gvisor=True)]
