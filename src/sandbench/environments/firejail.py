@@ -67,6 +67,11 @@ exec "$@"
 """
 
 
+#: firejail mounts /run/firejail/* (read-only markers, dbus) in whatever mount namespace it
+#: starts in; each call here gets a private one, so none is left on the host.
+PRIVATE_MOUNTS = ("unshare", "--mount", "--propagation", "private", "--")
+
+
 def _caps() -> str:
     return ",".join(c.removeprefix("CAP_").lower() for c in oci_spec.DEFAULT_CAPS)
 
@@ -74,8 +79,10 @@ def _caps() -> str:
 def _version() -> str:
     if shutil.which("firejail") is None:
         return ""
-    out = subprocess.run(["firejail", "--version"], capture_output=True, text=True,
-                         check=False, timeout=10).stdout
+    # Even --version mounts firejail's /run/firejail markers where it runs: keep them in a
+    # mount namespace of its own, as every other firejail call here.
+    out = subprocess.run([*PRIVATE_MOUNTS, "firejail", "--version"], capture_output=True,
+                         text=True, check=False, timeout=10).stdout
     return out.splitlines()[0].strip() if out else ""
 
 
@@ -227,7 +234,7 @@ class FirejailSandbox(RootfsSandbox):
 
     def _argv(self, argv: list[str]) -> list[str]:
         assert self.link is not None
-        a = ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c",
+        a = [*PRIVATE_MOUNTS, "/bin/sh", "-c",
              _WRAPPER, "firejail-wrap",
              "firejail", "--quiet", "--noprofile", f"--name={self.name}",
              f"--chroot={self.view}", f"--netns={self.link.netns}", "--nonewprivs",
@@ -264,8 +271,7 @@ class FirejailSandbox(RootfsSandbox):
         # In a private mount namespace as launch's: firejail mounts /run/firejail/* (its
         # read-only markers, dbus) wherever it starts, and a join on the host would leave
         # those mounts on the host. The join enters the sandbox's own namespaces anyway.
-        cmd = ["unshare", "--mount", "--propagation", "private", "--",
-               "firejail", "--quiet", f"--join={self.proc.pid}", *_command(argv)]
+        cmd = [*PRIVATE_MOUNTS, "firejail", "--quiet", f"--join={self.proc.pid}", *_command(argv)]
         cp = run_cmd(cmd, timeout=timeout, check=False, preexec_fn=self._join_cgroup,
                      env={**os.environ, **self.spec.env})
         return Completed(argv, cp.returncode, cp.stdout, cp.stderr)
