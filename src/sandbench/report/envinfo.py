@@ -51,6 +51,37 @@ def converge_metrics() -> dict[str, tuple[str, ...]]:
     return {b.name: tuple(b.converge_on) for b in all_benchmarks()}
 
 
+#: The report's rows, class by class (each environment declares its class: the registry's
+#: isolation_class, journaled in the run's facts), weakest isolation first.
+CLASS_ORDER = ("host", "process sandbox", "container", "system container", "user-space kernel",
+               "VM")
+
+
+@cache
+def registry_classes() -> dict[str, str]:
+    from sandbench.environments.registry import all_environments
+
+    return {e.name: str(e.isolation_class) for e in all_environments()}
+
+
+def class_of(env: str, facts: Mapping[str, Any] | None = None) -> str:
+    """The run's own record first (what the environment declared when it ran), then the
+    registry's; "other" for an environment neither knows."""
+    if facts and isinstance(facts.get("isolation_class"), str):
+        return str(facts["isolation_class"])
+    return registry_classes().get(env, "other")
+
+
+def by_class(names: Iterable[str], facts: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """names grouped by class in CLASS_ORDER (classes it does not know last), keeping the
+    given order within a class."""
+    def rank(n: str) -> int:
+        c = class_of(n, facts.get(n))
+        return CLASS_ORDER.index(c) if c in CLASS_ORDER else len(CLASS_ORDER)
+
+    return sorted(names, key=rank)
+
+
 def known_env_names() -> tuple[str, ...]:
     return tuple(n for n, _ in registry_envs())
 

@@ -51,9 +51,9 @@ def render_markdown(run: RunData, figures: Sequence[Figure],
     lines += [f"## Cost relative to {run.baseline}", "",
               "Median ratio [95 % interval]; ▲ worse, ▼ better than the baseline, ≈ no clear "
               "difference; no mark: direction not recorded.", ""]
-    head = ["env", *(f"{c.bench} {c.metric}" for c in heat["columns"])]
+    head = ["env", "class", *(f"{c.bench} {c.metric}" for c in heat["columns"])]
     lines += _table(head, [[r["env"] + (f" @ {r['host']}" if run.multi_host else "")
-                            + (" (emulated)" if r["emulated"] else ""),
+                            + (" (emulated)" if r["emulated"] else ""), r["class"],
                             *(f"{h.text}{_MARK.get(h.verdict, '')} {h.interval}".strip()
                               for h in r["cells"])] for r in heat["rows"]])
     for host, cs in scored.items():

@@ -65,6 +65,8 @@ class RunData:
     label_env: dict[str, str] = field(default_factory=dict)
     label_host: dict[str, str] = field(default_factory=dict)
     host_samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # raw names
+    class_of: dict[str, str] = field(default_factory=dict)  # by env name: isolation class
+    seccomp_of: dict[str, str] = field(default_factory=dict)  # by env name: its filter
 
     @property
     def plan_envs(self) -> list[str]:
@@ -230,7 +232,11 @@ def load_runs(directories: Sequence[Path], baseline: str = "host", out: Path | N
                                 label_of, h, i)
         cells += stats.summarize(mine, baseline=label_of.get(baseline, baseline))
     plan_envs = [e for m in metas for e in m.get("plan", {}).get("envs", [])]
-    env_names = envinfo.order(all_envs, plan_envs)
+    facts: dict[str, dict[str, Any]] = {}
+    for m in metas:
+        for e, f in (m.get("environments") or {}).items():
+            facts.setdefault(e, f or {})
+    env_names = envinfo.by_class(envinfo.order(all_envs, plan_envs), facts)
     order = [lab for h in hosts for e in env_names
              for lab in [e + SEP + h if multi else e] if lab in label_env]
     benches = envinfo.bench_order({c.bench for c in cells}
@@ -248,16 +254,14 @@ def load_runs(directories: Sequence[Path], baseline: str = "host", out: Path | N
                 f"the host itself runs under {hv}",
                 "VM-based environments run nested and container numbers include the outer "
                 "hypervisor; compare with the paper's bare-metal figures with care"))
-    facts: dict[str, dict[str, Any]] = {}
-    for m in metas:
-        for e, f in (m.get("environments") or {}).items():
-            facts.setdefault(e, f or {})
     return RunData(
         directory=Path(out) if out is not None else dirs[0], meta=metas[0], samples=samples,
         failures=failures, cells=cells, env_order=order, baseline=baseline, warnings=warns,
         groups=stats.group_samples(samples), sources=sources, cell_records=cell_records,
         not_applicable=not_applicable,
         bench_order=benches, colour_of=envinfo.colours(env_names, facts),
+        class_of={e: envinfo.class_of(e, facts.get(e)) for e in env_names},
+        seccomp_of={e: str(facts.get(e, {}).get("seccomp", "")) for e in env_names},
         label_env=label_env, label_host=label_host, host_samples=host_samples)
 
 

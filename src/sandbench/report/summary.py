@@ -123,13 +123,19 @@ def heat_cell(run: RunData, label: str, col: Column) -> HeatCell:
 
 def heatmap(run: RunData) -> dict[str, Any]:
     cols = columns(run)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for label in run.env_order:
         if not any(c.env == label for c in run.cells) and not any(
                 r.get("env") == label for r in run.not_applicable):
             continue
-        rows.append({"label": label, "env": run.env_of(label), "host": run.host_of(label),
+        env = run.env_of(label)
+        cls = run.class_of.get(env, "other")
+        first = not rows or rows[-1]["class"] != cls or rows[-1]["host"] != run.host_of(label)
+        seccomp = run.seccomp_of.get(env, "")
+        rows.append({"label": label, "env": env, "host": run.host_of(label),
                      "colour": run.colour(label), "emulated": run.emulated(label),
+                     "class": cls, "class_first": first,
+                     "baseline": f"{cls}; seccomp: {seccomp}" if seccomp else cls,
                      "cells": [heat_cell(run, label, col) for col in cols]})
     return {"columns": cols, "rows": rows}
 
