@@ -276,12 +276,28 @@ def test_quiet_round_not_flagged(tmp_path: Path) -> None:
         assert ("noisy" in s["flags"]) == (s["extra"]["other_cpu_pct"] > 2)
 
 
+def _by_round(vals: list[float]) -> dict[int, list[float]]:
+    return {i: [v] for i, v in enumerate(vals)}
+
+
 def test_rel_halfwidth() -> None:
     assert rel_halfwidth({}) is None
-    assert rel_halfwidth({("t", ""): [1.0]}) == float("inf")
-    assert rel_halfwidth({("t", ""): [0.0, 0.0, 0.0]}) == 0.0
-    w = rel_halfwidth({("t", ""): [100.0, 100.5, 99.5, 100.2, 99.8]})
+    assert rel_halfwidth({("t", ""): _by_round([1.0])}) == float("inf")
+    assert rel_halfwidth({("t", ""): _by_round([0.0, 0.0, 0.0])}) == 0.0
+    w = rel_halfwidth({("t", ""): _by_round([100.0, 100.5, 99.5, 100.2, 99.8])})
     assert w is not None and w < 0.01
+
+
+def test_convergence_counts_rounds_not_sandboxes() -> None:
+    """Memory journals a value per sandbox: 60 values in three rounds are three units, not
+    60. As independent values they look settled (within 5 %); as rounds, whose host state
+    differs from one to the next, they are not."""
+    rounds = {r: [10.0 + r + 0.001 * i for i in range(20)] for r in range(3)}
+    w_rounds = rel_halfwidth({("m", ""): rounds})
+    assert w_rounds is not None and w_rounds > 0.05
+    flat = {("m", ""): _by_round([v for vs in rounds.values() for v in vs])}
+    w = rel_halfwidth(flat)
+    assert w is not None and w < 0.05, "the same values as independent units look settled"
 
 
 def test_journal_records_kind_and_direction(tmp_path: Path) -> None:

@@ -228,3 +228,47 @@ def test_group_claim_judged_on_measured_members() -> None:
     r = verdict(samples, {"kind": "order", "less": ["gv-ptrace", "gv-kvm"],
                           "among": ["docker", "gv-ptrace", "gv-kvm"]})
     assert r.verdict == HOLDS
+
+
+# --- multiplicity ------------------------------------------------------------------------------
+
+def _seeded(env: str, median: float, cov: float, seed: int, n: int = 12) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(seed)
+    return [{"type": "sample", "env": env, "bench": "b", "metric": "m",
+             "value": float(median * (1 + rng.normal(0, cov))), "unit": "s", "round": i,
+             "params": {}, "flags": []} for i in range(n)]
+
+
+def _claim(greater: list[str]) -> dict[str, Any]:
+    return {"id": "X", "statement": "a is the smallest", "check": [
+        {"bench": "b", "metric": "m", "kind": "order", "less": ["a"], "greater": greater}]}
+
+
+def test_family_of_tests_does_not_fail_by_the_chance_of_one() -> None:
+    """a vs b alone: equal medians, so 'b above a by >10 %' does not hold on its 95 %
+    interval. The same pair among 16 (15 clearly holding) is one of 16 chances: at the
+    Bonferroni level its interval reaches 1.1x, so the claim reads inconclusive, not
+    'does not hold'; a pair truly the other way still fails the whole family."""
+    a, b = _seeded("a", 1.0, 0.08, 0), _seeded("b", 1.0, 0.06, 1000)
+    others = [s for i in range(15) for s in _seeded(f"g{i}", 2.0, 0.05, i + 1)]
+    alone = evaluate_claims(a + b, [_claim(["b"])], Rules())[0]
+    assert alone.verdict == FAILS and alone.family == 1
+    many = evaluate_claims(a + b + others, [_claim(["b", *(f"g{i}" for i in range(15))])],
+                           Rules())[0]
+    assert many.family == 16
+    assert many.verdict == INCONCLUSIVE, many.reason
+    assert "Bonferroni over 16 tests" in many.reason
+    assert "1 of 1 checks tested; Bonferroni over 16 tests" in many.coverage
+    reversed_b = _seeded("b", 0.5, 0.02, 1000)
+    strong = evaluate_claims(a + reversed_b + others,
+                             [_claim(["b", *(f"g{i}" for i in range(15))])], Rules())[0]
+    assert strong.verdict == FAILS, strong.reason
+
+
+def test_coverage_counts_checks_this_run_could_test() -> None:
+    samples = _seeded("a", 1.0, 0.01, 0) + _seeded("b", 2.0, 0.01, 1)
+    claim = {"id": "X", "statement": "x", "check": [
+        {"bench": "b", "metric": "m", "kind": "order", "less": ["a"], "greater": ["b"]},
+        {"bench": "b", "metric": "m", "kind": "order", "less": ["a"], "greater": ["kata"]}]}
+    r = evaluate_claims(samples, [claim], Rules())[0]
+    assert r.verdict == HOLDS and r.coverage == "1 of 2 checks tested"

@@ -235,3 +235,24 @@ def test_ties_at_five_a_side_decide_a_tenfold_regression() -> None:
     a, b = [1.0, 1.0, 2.0, 3.0, 4.0], [10.0, 11.0, 12.0, 13.0, 14.0]
     assert mann_whitney(a, b) == pytest.approx(min_p(5, 5))
     assert difference(a, b).different
+
+
+def test_round_is_the_unit_of_replication() -> None:
+    """Three sandboxes a round share the round's host state: the cell's values, n, tests and
+    intervals are the rounds' medians; the per-sandbox values stay for the figures."""
+    from sandbench import stats
+
+    def smp(env: str, rnd: int, v: float) -> dict[str, object]:
+        return {"type": "sample", "env": env, "bench": "memory", "metric": "private_dirty",
+                "value": v, "unit": "MiB", "round": rnd, "params": {}, "flags": []}
+
+    a = [smp("host", r, 1.0 + 0.1 * k + 0.01 * r) for r in range(5) for k in range(3)]
+    b = [smp("runc", r, 2.0 + 0.1 * k + 0.01 * r) for r in range(5) for k in range(3)]
+    assert stats.per_round(a) == pytest.approx([1.1 + 0.01 * r for r in range(5)])
+    assert stats.values_per_round(a) == 3
+    cells = {c.env: c for c in stats.summarize(a + b, baseline="host")}
+    assert cells["runc"].n == 5 and cells["runc"].per_round == 3
+    assert len(cells["runc"].sample_values) == 15
+    # No round recorded: each sample is a unit of its own.
+    loose = [{"value": float(v)} for v in range(4)]
+    assert stats.per_round(loose) == [0.0, 1.0, 2.0, 3.0]

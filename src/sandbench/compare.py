@@ -192,7 +192,7 @@ def compare_runs(a: Path, b: Path, factor: float = 1.1, force: bool = False) -> 
     for key in keys:
         sa, sb = ga[key], gb[key]
         da, db = stats.direction_of(sa), stats.direction_of(sb)
-        diff = stats.difference([float(s["value"]) for s in sa], [float(s["value"]) for s in sb],
+        diff = stats.difference(stats.per_round(sa), stats.per_round(sb),
                                 direction=da if da == db else "", factor=factor, alpha=ALPHA)
         env, bench, metric, _ = key
         rows.append(CompareRow(env=env, bench=bench, metric=metric,

@@ -63,6 +63,32 @@ def group_samples(samples: Iterable[dict[str, Any]]) -> dict[CellKey, list[dict[
     return cells
 
 
+def per_round(samples: Sequence[dict[str, Any]]) -> list[float]:
+    """The cell's values with the round as the unit of replication: one value per round,
+    the median of the round's values, in journal order. A benchmark that journals several
+    values a round (memory: one per sandbox started in it) shares that round's host state,
+    so its sandboxes are not independent: tests, intervals and convergence use the rounds;
+    the per-sandbox values stay in the journal and the figures. A sample without a round
+    (older or hand-made journals) is a unit of its own. Merged hosts' rounds stay apart."""
+    by_round: dict[Any, list[float]] = {}
+    for i, s in enumerate(samples):
+        r = s.get("round")
+        key = (s.get("_source"), s.get("_host"), r) if isinstance(r, int) else ("", "", -1 - i)
+        by_round.setdefault(key, []).append(float(s["value"]))
+    return [v[0] if len(v) == 1 else float(np.median(v)) for v in by_round.values()]
+
+
+def values_per_round(samples: Sequence[dict[str, Any]]) -> int:
+    """The most values any one round of the cell holds (1: one sample a round)."""
+    counts: dict[Any, int] = {}
+    for s in samples:
+        r = s.get("round")
+        if isinstance(r, int):
+            k = (s.get("_source"), s.get("_host"), r)
+            counts[k] = counts.get(k, 0) + 1
+    return max(counts.values(), default=1)
+
+
 # --- bootstrap -----------------------------------------------------------------------------
 
 
@@ -317,6 +343,11 @@ class CellStats:
     ratio_high: float | None = None
     kind: str = ""  # as the samples declare it ("" in older journals)
     direction: str = ""  # "higher" / "lower" is better; "" = unknown, never guessed
+    #: Values a round journaled (memory: its sandboxes); values and n are then the rounds'
+    #: medians, the unit of replication (per_round()).
+    per_round: int = 1
+    #: Every journaled value (per sandbox where a round holds several): for the figures.
+    sample_values: tuple[float, ...] = ()
 
     @property
     def key(self) -> CellKey:
@@ -346,13 +377,13 @@ def summarize(samples: Iterable[dict[str, Any]], baseline: str = "host") -> list
     out: list[CellStats] = []
     for key, ss in groups.items():
         env, bench, metric, pk = key
-        values = [float(s["value"]) for s in ss]
+        values = per_round(ss)
         d = describe(values)
         flags = sorted({str(f) for s in ss for f in (s.get("flags") or [])})
         base = groups.get((baseline, bench, metric, pk))
         ratio = rlo = rhi = None
         if base is not None:
-            bvals = [float(s["value"]) for s in base]
+            bvals = per_round(base)
             ratio = safe_ratio(d["median"], float(np.median(bvals)))
             if ratio is not None:
                 lo, hi = ratio_ci(values, bvals)
@@ -363,7 +394,8 @@ def summarize(samples: Iterable[dict[str, Any]], baseline: str = "host") -> list
             stdev=d["stdev"], cov=d["cov"], min=d["min"], max=d["max"], q1=d["q1"],
             q3=d["q3"], ci_low=d["ci_low"], ci_high=d["ci_high"], flags=tuple(flags),
             ratio=ratio, ratio_low=rlo, ratio_high=rhi, kind=kind_of(ss),
-            direction=direction_of(ss)))
+            direction=direction_of(ss), per_round=values_per_round(ss),
+            sample_values=tuple(float(s["value"]) for s in ss)))
     return out
 
 

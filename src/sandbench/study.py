@@ -468,7 +468,9 @@ class _CellState:
     max_rounds: int
     done: set[int]
     ended: bool
-    values: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    #: Headline values by (metric, params) and round: convergence takes one value per
+    #: round (the round's median), the unit of replication (stats.per_round).
+    values: dict[tuple[str, str], dict[int, list[float]]] = field(default_factory=dict)
     fn: RoundFn | None = None
     extra_rounds: int = 0
 
@@ -477,13 +479,15 @@ class _CellState:
         return len(self.done)
 
 
-def rel_halfwidth(values: dict[tuple[str, str], list[float]]) -> float | None:
-    """The widest relative half-width of the medians' 95 % intervals over the cell's metrics;
-    None before any value. A metric that is constant (e.g. 0 everywhere) is settled."""
+def rel_halfwidth(values: dict[tuple[str, str], dict[int, list[float]]]) -> float | None:
+    """The widest relative half-width of the medians' 95 % intervals over the cell's metrics,
+    one value per round (its median); None before any value. A metric that is constant
+    (e.g. 0 everywhere) is settled."""
     from sandbench import stats
 
     worst: float | None = None
-    for vals in values.values():
+    for rounds in values.values():
+        vals = [statistics.median(v) for v in rounds.values()]
         if len(vals) < 2:
             return math.inf
         if max(vals) == min(vals):
@@ -675,7 +679,8 @@ class Runner:
                 c = cells.get(smp["env"])
                 if c is not None and smp["bench"] == bench.name:
                     self._keep(c, smp.get("metric", ""), smp.get("params") or {},
-                               smp.get("kind", ""), float(smp["value"]), bench.converge_on)
+                               smp.get("kind", ""), float(smp["value"]), bench.converge_on,
+                               int(smp.get("round", -1)))
         flags = {e.name: e.flags() for e in self.plan.envs}
 
         lock = threading.Lock()  # teardown failures may come from several closing threads
@@ -792,13 +797,15 @@ class Runner:
 
     @staticmethod
     def _keep(c: _CellState, metric: str, params: dict[str, Any], kind: str,
-              value: float, converge_on: tuple[str, ...] = ()) -> None:
+              value: float, converge_on: tuple[str, ...] = (), rnd: int = -1) -> None:
         if converge_on and metric not in converge_on:
             return
         if kind and kind not in CONVERGING_KINDS:
             return
         key = (metric, repr(params_key(params)))
-        c.values.setdefault(key, []).append(value)
+        rounds = c.values.setdefault(key, {})
+        # A value without a round is a unit of its own.
+        rounds.setdefault(rnd if rnd >= 0 else -1 - len(rounds), []).append(value)
 
     def _round(self, bench: Benchmark, c: _CellState, rnd: int, journal: Journal,
                progress: Progress, task: Any, flags: dict[str, list[str]], fail: Any) -> None:
@@ -849,7 +856,7 @@ class Runner:
                 env=env.name, bench=bench.name, metric=m.metric, value=float(m.value),
                 unit=m.unit, round=rnd, params=m.params, timestamp=stamp, raw=m.raw,
                 flags=sample_flags, extra=extra, kind=m.kind, direction=m.direction))
-            self._keep(c, m.metric, m.params, m.kind, float(m.value), bench.converge_on)
+            self._keep(c, m.metric, m.params, m.kind, float(m.value), bench.converge_on, rnd)
         with self._span("journal"):
             journal.append_many(samples)
         progress.advance(task)

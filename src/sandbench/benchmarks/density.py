@@ -52,8 +52,9 @@ class Stop:
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
-def mean_memory(boxes: list[Sandbox]) -> tuple[float, float, int]:
-    """Mean private dirty and PSS (MiB) per sandbox over `boxes`, and how many counted."""
+def mean_memory(boxes: list[Sandbox]) -> tuple[float | None, float | None, int]:
+    """Mean private dirty and PSS (MiB) per sandbox over `boxes`, and how many counted;
+    None for both when none could be counted (never a zero that was not measured)."""
     dirty = pss = 0.0
     counted = 0
     for sb in boxes:
@@ -67,7 +68,7 @@ def mean_memory(boxes: list[Sandbox]) -> tuple[float, float, int]:
         pss += use.pss_kib / KIB_PER_MIB
         counted += 1
     if not counted:
-        return 0.0, 0.0, 0
+        return None, None, 0
     return dirty / counted, pss / counted, counted
 
 
@@ -159,8 +160,11 @@ class Density(Benchmark):
                 }
                 if n % k == 0:
                     dirty, pss, _ = mean_memory(boxes[-k:])
-                    step["private_dirty_mib"] = dirty
-                    step["pss_mib"] = pss
+                    if dirty is None:
+                        step["memory_note"] = f"none of the last {k} sandboxes could be counted"
+                    else:
+                        step["private_dirty_mib"] = dirty
+                        step["pss_mib"] = pss
                 steps.append(step)
                 stop = self._after(step, steps, p, floor)
             duration = time.perf_counter() - t0
@@ -266,7 +270,7 @@ class Density(Benchmark):
                 "memory_per_sandbox", drop / n, "MiB", params={"method": "memavailable"},
                 extra={"n": n, "mem_available_drop_mib": drop,
                        "caches_dropped": bool(p["drop_caches"])}))
-        if counted:
+        if counted and dirty is not None:
             out.append(Measurement.size(
                 "memory_per_sandbox", dirty, "MiB", params={"method": "private_dirty"},
                 extra={"n": n, "sandboxes_counted": counted, "pss_mib": pss}))

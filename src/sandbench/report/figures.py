@@ -93,7 +93,9 @@ def series_for(run: RunData, cells: Sequence[stats.CellStats]) -> list[Series]:
     ordered = sorted(cells, key=lambda c: (
         hosts.index(run.host_of(c.env)) if run.host_of(c.env) in hosts else 0,
         "emulated" in c.flags, run.env_rank(c.env)))
-    return [Series(c.env, c.values, "emulated" in c.flags, run.colour(c.env)) for c in ordered]
+    # Every journaled value (each sandbox of a memory round), not only the rounds' medians.
+    return [Series(c.env, c.sample_values or c.values, "emulated" in c.flags,
+                   run.colour(c.env)) for c in ordered]
 
 
 def positions(run: RunData, series: Sequence[Series]) -> tuple[list[float], list[tuple[

@@ -45,7 +45,7 @@ def _reason(c: sc.ClaimResult) -> str:
 def claim_rows(claims: Sequence[sc.ClaimResult]) -> list[dict[str, str]]:
     return [{"id": c.id, "statement": c.statement, "figure": c.figure, "paper": c.paper,
              "measured": c.measured, "verdict": verdict_text(c),
-             "reason": _reason(c),
+             "reason": _reason(c), "coverage": str(getattr(c, "coverage", "") or ""),
              "css": _CSS.get(c.verdict, "notmeasured")} for c in claims]
 
 

@@ -71,7 +71,8 @@ def render_markdown(run: RunData, figures: Sequence[Figure],
             lines += [f"### {host}: {score_counts(cs)}", ""]
         lines += _table(("id", "claim", "paper figure", "paper", "measured", "verdict"),
                         [(c["id"], c["statement"], c["figure"], c["paper"], c["measured"],
-                          f"**{c['verdict']}**" + (f" ({c['reason']})" if c["reason"] else ""))
+                          f"**{c['verdict']}**" + (f" ({c['reason']})" if c["reason"] else "")
+                          + (f"; {c['coverage']}" if c["coverage"] else ""))
                          for c in claim_rows(cs)])
     lines += ["## Run quality", "", *(f"- {q}" for q in summary.quality_details(run)), ""]
     lines += ["## Figures", ""]

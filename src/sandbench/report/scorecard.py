@@ -16,7 +16,7 @@ import math
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,9 @@ class CheckResult:
     reason: str = ""  # one line: why this verdict
     emulated: tuple[str, ...] = ()  # envs measured only under emulation: shown, never judged
     judged: tuple[str, ...] = ()  # envs whose numbers decided the verdict
+    #: Significance tests run whose one outcome could make the check fail (its pairs):
+    #: the claim's family size for the correction of "does not hold".
+    tests: int = 0
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,16 @@ class ClaimResult:
     reason: str = ""  # one line: why this verdict (and, for "does not hold", a likely cause)
     emulated: tuple[str, ...] = ()  # members measured only under emulation, not judged
     cause: str = ""  # the likely cause of a "does not hold" the run's facts show; "" if none
+    family: int = 1  # significance tests the claim ran: "does not hold" needs p < alpha/family
+
+    @property
+    def coverage(self) -> str:
+        """How many of the claim's checks this run could test, and the correction used."""
+        tested = sum(c.verdict != NOT_MEASURED for c in self.checks)
+        text = f"{tested} of {len(self.checks)} checks tested"
+        if self.family > 1:
+            text += f"; Bonferroni over {self.family} tests for 'does not hold'"
+        return text
 
     @property
     def verdict_text(self) -> str:
@@ -90,6 +103,15 @@ class Rules:
     comparable: tuple[float, float] = (0.8, 1.25)
     max_rho: float = -0.7
     min_envs: int = 3
+    #: The claim's family size: a "does not hold" from a test (the opposite order, a
+    #: correlation the other way) needs p < alpha / family (Bonferroni), so a claim of many
+    #: pairs does not fail by the chance of one. "holds" needs every test at alpha: an
+    #: intersection-union test, which is at level alpha as it is.
+    family: int = 1
+
+    @property
+    def fail_alpha(self) -> float:
+        return self.alpha / max(self.family, 1)
 
 
 def _pair(v: Any) -> tuple[float, float]:
@@ -160,7 +182,7 @@ class Cells:
             out = [_iqr(s) for s in ss]
             kept = [v for v in out if v is not None]
             return kept or None
-        return [float(s["value"]) for s in ss]
+        return stats.per_round(ss)  # the round is the unit (several sandboxes a round)
 
     def has(self, env: str, bench: str, metric: str, params: dict[str, Any]) -> bool:
         """Measured and judgeable (not emulated)."""
@@ -266,9 +288,18 @@ def _first(pairs: Sequence[tuple[str, str]], verdict: str) -> str:
 # --- order -------------------------------------------------------------------------------------
 
 
+def _widened(va: Sequence[float], vb: Sequence[float], family: int) -> tuple[float, float]:
+    """median(vb) / median(va)'s interval at confidence 1 - 0.05 / family (Bonferroni)."""
+    lo, hi = stats.ratio_ci(vb, va, confidence=1 - (1 - stats.CONFIDENCE) / family)
+    return (lo if math.isfinite(lo) else -math.inf, hi if math.isfinite(hi) else math.inf)
+
+
 def _order_pair(a: str, b: str, va: list[float], vb: list[float], lo_f: float,
-                hi_f: float | None, alpha: float) -> tuple[str, str, str]:
-    """Is b above a by more than lo_f (and at most hi_f)? (verdict, measured, reason)"""
+                hi_f: float | None, alpha: float, family: int = 1) -> tuple[str, str, str]:
+    """Is b above a by more than lo_f (and at most hi_f)? (verdict, measured, reason)
+    Among `family` tests of one claim, "does not hold" takes p < alpha / family for the
+    opposite order, or the Bonferroni-widened interval (confidence 1 - 0.05 / family) wholly
+    at or below lo_f."""
     d = stats.difference(va, vb, direction="higher", factor=lo_f, alpha=alpha)
     ratio = d.ratio if d.ratio is not None else (math.inf if d.median_b > d.median_a else None)
     ci = ("" if d.ratio_low is None or d.ratio_high is None
@@ -276,20 +307,34 @@ def _order_pair(a: str, b: str, va: list[float], vb: list[float], lo_f: float,
     shown = f"{b} / {a} {_f(ratio)}x{ci} p={d.p:.2g} n={d.n_b}/{d.n_a}"
     if d.verdict == stats.THIN:
         return INCONCLUSIVE, shown, f"{b} / {a}: {d.reason()}"
-    opposite = d.p < alpha and d.median_b < d.median_a
-    if opposite:
-        return FAILS, shown, f"{b} / {a} {_f(ratio)}x: the opposite order, p={d.p:.2g}"
+    fail_at = alpha / max(family, 1)
+    if d.p < fail_at and d.median_b < d.median_a:
+        corrected = "" if fail_at == alpha else f" < {fail_at:.2g} (Bonferroni)"
+        return FAILS, shown, (f"{b} / {a} {_f(ratio)}x: the opposite order, "
+                              f"p={d.p:.2g}{corrected}")
     if d.verdict == stats.BETTER and ratio is not None:
         if hi_f is None or ratio <= hi_f:
             return HOLDS, shown, f"{b} / {a} {_f(ratio)}x, p={d.p:.2g}"
-        if d.ratio_low is not None and d.ratio_low > hi_f:
+        if d.ratio_low is not None and d.ratio_low > hi_f and (
+                family <= 1 or _widened(va, vb, family)[0] > hi_f):
             return FAILS, shown, (f"{b} / {a} {_f(ratio)}x{ci}: far more than the claimed "
-                                  f"at most {hi_f:g}x")
+                                  f"at most {hi_f:g}x"
+                                  + (f" (Bonferroni over {family} tests)" if family > 1
+                                     else ""))
         return INCONCLUSIVE, shown, (f"{b} / {a} {_f(ratio)}x{ci} straddles the claimed "
                                      f"at most {hi_f:g}x; more rounds narrow it")
     if d.ratio_high is not None and d.ratio_high <= lo_f:
-        return FAILS, shown, (f"{b} / {a} {_f(ratio)}x{ci}: not above {lo_f:g}x "
-                              f"(interval below it)")
+        if family <= 1:
+            return FAILS, shown, (f"{b} / {a} {_f(ratio)}x{ci}: not above {lo_f:g}x "
+                                  f"(interval below it)")
+        conf, (wlo, whi) = 1 - (1 - stats.CONFIDENCE) / family, _widened(va, vb, family)
+        if math.isfinite(whi) and whi <= lo_f:
+            return FAILS, shown, (f"{b} / {a} {_f(ratio)}x, its {conf:.2%} interval "
+                                  f"[{_f(wlo)}, {_f(whi)}] (Bonferroni over {family} tests) "
+                                  f"not above {lo_f:g}x")
+        return INCONCLUSIVE, shown, (
+            f"{b} / {a} {_f(ratio)}x{ci}: below {lo_f:g}x, but its {conf:.2%} interval "
+            f"(Bonferroni over {family} tests) reaches {_f(whi)}; more rounds decide")
     if d.p >= alpha:
         why = (f"p={d.p:.2g} >= {alpha:g} at n={d.n_b}/{d.n_a}; more rounds or a quieter "
                "host decide")
@@ -336,11 +381,12 @@ def _order(cells: Cells, chk: dict[str, Any], rules: Rules,
             mem.missing += [e for e in gone if e not in mem.missing]
             return mem.result(desc, NOT_MEASURED, ["no percentiles stored"],
                               f"no per-I/O percentiles stored for {', '.join(gone)}")
-        v, shown, why = _order_pair(a, b, va, vb, lo_f, hi, rules.alpha)
+        v, shown, why = _order_pair(a, b, va, vb, lo_f, hi, rules.alpha, rules.family)
         parts.append(shown + f" {'ok' if v == HOLDS else v.upper()}")
         outcomes.append((v, why))
     verdict = _combine(v for v, _ in outcomes)
-    return mem.result(desc, verdict, parts, _first(outcomes, verdict), [*less, *greater])
+    return replace(mem.result(desc, verdict, parts, _first(outcomes, verdict),
+                              [*less, *greater]), tests=len(outcomes))
 
 
 # --- intervals: ratio, difference, comparable, ratio_change -----------------------------------
@@ -536,11 +582,12 @@ def _inverse(cells: Cells, chk: dict[str, Any], rules: Rules,
             f"rho={_f(rho)} over {k} envs: an exact one-sided rank test cannot go below "
             f"1/{k}! = {floor:.2g}; {need} envs decide"), have)
     if math.isfinite(rho) and rho <= max_rho and p_low < rules.alpha:
-        return mem.result(desc, HOLDS, shown, f"rho={_f(rho)} over {k} envs, p={p_low:.2g}",
-                          have)
-    if p_high < rules.alpha:
-        return mem.result(desc, FAILS, shown, (
-            f"rho={_f(rho)} over {k} envs: {m2} rose with {m1}, p={p_high:.2g}"), have)
+        return replace(mem.result(desc, HOLDS, shown,
+                                  f"rho={_f(rho)} over {k} envs, p={p_low:.2g}", have), tests=1)
+    if p_high < rules.fail_alpha:
+        return replace(mem.result(desc, FAILS, shown, (
+            f"rho={_f(rho)} over {k} envs: {m2} rose with {m1}, p={p_high:.2g}"), have),
+            tests=1)
     return mem.result(desc, INCONCLUSIVE, shown, (
         f"rho={_f(rho)} over {k} envs: neither inverse nor the opposite at p<{rules.alpha:g}"),
         have)
@@ -644,6 +691,13 @@ def evaluate_claims(samples: Iterable[dict[str, Any]], claims: Sequence[dict[str
     out: list[ClaimResult] = []
     for claim in claims:
         checks = [r for chk in claim.get("check", []) for r in evaluate_check(cells, chk, rules)]
+        # The family is known once every check has run; judged again at its level (the
+        # tests are the same, only the threshold for "does not hold" moves).
+        family = sum(c.tests for c in checks)
+        if family > 1:
+            fam_rules = replace(rules, family=family)
+            checks = [r for chk in claim.get("check", [])
+                      for r in evaluate_check(cells, chk, fam_rules)]
         # A claim is judged on the checks this run could measure; a check it could not
         # (only Kata members, a block size the profile skips) is named beside the verdict,
         # and only a claim with no measurable check at all reads "not measured".
@@ -666,7 +720,8 @@ def evaluate_claims(samples: Iterable[dict[str, Any]], claims: Sequence[dict[str
             id=str(claim["id"]), statement=str(claim["statement"]),
             figure=str(claim.get("figure", "")), kind=str(claim.get("kind", "")),
             paper=str(claim.get("paper", "")), verdict=verdict, checks=tuple(checks),
-            missing=missing, reason=reason, emulated=emulated, cause=cause))
+            missing=missing, reason=reason, emulated=emulated, cause=cause,
+            family=max(family, 1)))
     return out
 
 

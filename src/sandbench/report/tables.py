@@ -55,7 +55,9 @@ def summary_rows(run: RunData) -> list[dict[str, str]]:
             f"{fmt(c.ratio)} [{fmt(c.ratio_low)}, {fmt(c.ratio_high)}]")
         rows.append({
             "env": c.env, "bench": c.bench, "metric": c.metric,
-            "params": stats.params_text(c.params), "unit": c.unit, "n": str(c.n),
+            "params": stats.params_text(c.params), "unit": c.unit,
+            # Several values a round (memory's sandboxes): n counts rounds, the unit.
+            "n": str(c.n) if c.per_round <= 1 else f"{c.n} rounds, ≤{c.per_round} each",
             "median": fmt(c.median), "ci": f"[{fmt(c.ci_low)}, {fmt(c.ci_high)}]",
             "cov": "n/a" if not math.isfinite(c.cov) else f"{c.cov:.1%}",
             "ratio": ratio, "flags": " ".join(c.flags),
