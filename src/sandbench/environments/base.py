@@ -30,6 +30,17 @@ class Availability:
     def no(cls, reason: str) -> Availability:
         return cls(False, reason)
 
+    @classmethod
+    def tools(cls, *needed: tuple[str, str]) -> Availability:
+        """yes when every (binary, Debian package) is on PATH, else no naming the first
+        missing binary and the package that installs it."""
+        import shutil
+
+        for tool, pkg in needed:
+            if shutil.which(tool) is None:
+                return cls.no(f"{tool} not found: apt-get install {pkg}")
+        return cls.yes()
+
 
 @dataclass(frozen=True)
 class Completed:

@@ -104,10 +104,10 @@ class FirejailEnvironment(HostEnvironment):
     isolation_class = "process sandbox"
 
     def available(self) -> Availability:
-        for tool, pkg in (("firejail", "firejail"), ("unshare", "util-linux"),
-                          ("mount", "mount")):
-            if shutil.which(tool) is None:
-                return Availability.no(f"{tool} not found: apt-get install {pkg}")
+        found = Availability.tools(("firejail", "firejail"), ("unshare", "util-linux"),
+                                   ("mount", "mount"))
+        if not found.ok:
+            return found
         if not FIREJAIL_CONFIG.is_file():
             return Availability.no(f"{FIREJAIL_CONFIG} missing: reinstall Debian's firejail "
                                    "(apt-get install --reinstall firejail)")

@@ -93,10 +93,10 @@ class LxcEnvironment(HostEnvironment):
     isolation_class = "system container"
 
     def available(self) -> Availability:
-        for tool, pkg in (("lxc-start", "lxc"), ("lxc-attach", "lxc"),
-                          ("nsenter", "util-linux")):
-            if shutil.which(tool) is None:
-                return Availability.no(f"{tool} not found: apt-get install {pkg}")
+        found = Availability.tools(("lxc-start", "lxc"), ("lxc-attach", "lxc"),
+                                   ("nsenter", "util-linux"))
+        if not found.ok:
+            return found
         if not COMMON_CONF.is_file():
             return Availability.no(f"{COMMON_CONF} missing (LXC's defaults): "
                                    "apt-get install --reinstall lxc")
@@ -167,6 +167,7 @@ class LxcEnvironment(HostEnvironment):
 class LxcSandbox(RootfsSandbox):
     needs = LXC_NEEDS
     tool = "lxc-start"
+    launch_is_monitor = True  # the lxc-start monitor (nsenter execs it)
 
     def __init__(self, spec: SandboxSpec, env_name: str = "lxc") -> None:
         self.lxcdir: Path | None = None
@@ -235,12 +236,6 @@ class LxcSandbox(RootfsSandbox):
         # lxc-attach moves itself into the container's cgroup: no join beforehand.
         cp = run_cmd([*cmd, "--", *argv], timeout=timeout, check=False)
         return Completed(argv, cp.returncode, cp.stdout, cp.stderr)
-
-    def monitor_pids(self) -> list[int]:
-        """The lxc-start monitor outside the container (launch's pid: nsenter execs it)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return []
-        return [self.proc.pid]
 
     def _stop(self) -> None:
         try:

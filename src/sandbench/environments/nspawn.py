@@ -57,10 +57,8 @@ class NspawnEnvironment(HostEnvironment):
     isolation_class = "container"
 
     def available(self) -> Availability:
-        for tool, pkg in (("systemd-nspawn", "systemd-container"), ("nsenter", "util-linux")):
-            if shutil.which(tool) is None:
-                return Availability.no(f"{tool} not found: apt-get install {pkg}")
-        return Availability.yes()
+        return Availability.tools(("systemd-nspawn", "systemd-container"),
+                                  ("nsenter", "util-linux"))
 
     def facts(self) -> dict[str, Any]:
         return {
@@ -120,6 +118,7 @@ class NspawnEnvironment(HostEnvironment):
 class NspawnSandbox(RootfsSandbox):
     needs = NSPAWN_NEEDS
     tool = "systemd-nspawn"
+    launch_is_monitor = True  # the systemd-nspawn process outside the container
 
     def _argv(self, argv: list[str]) -> list[str]:
         assert self.link is not None
@@ -149,12 +148,6 @@ class NspawnSandbox(RootfsSandbox):
             cmd[cmd.index("/usr/bin/env")] = "/bin/env"
         cp = run_cmd(cmd, timeout=timeout, check=False, preexec_fn=self._join_cgroup)
         return Completed(argv, cp.returncode, cp.stdout, cp.stderr)
-
-    def monitor_pids(self) -> list[int]:
-        """The systemd-nspawn process outside the container (launch's pid)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return []
-        return [self.proc.pid]
 
     def _stop(self) -> None:
         try:

@@ -34,6 +34,9 @@ class RootfsSandbox(HostSandbox):
     needs: tuple[str, ...] = ()
     #: What the environment's binary is called in messages.
     tool = ""
+    #: Whether launch's process stays outside the container as its monitor (nspawn, LXC):
+    #: counted apart from the sandbox by the memory benchmark.
+    launch_is_monitor = False
 
     def __init__(self, spec: SandboxSpec, env_name: str) -> None:
         super().__init__(spec, env_name)
@@ -115,6 +118,11 @@ class RootfsSandbox(HostSandbox):
                                    {"log": str(self.spec.log), "cgroup": self.cgroup})
             time.sleep(0.005)
         return pid
+
+    def monitor_pids(self) -> list[int]:
+        if not self.launch_is_monitor or self.proc is None or self.proc.poll() is not None:
+            return super().monitor_pids()
+        return [self.proc.pid]
 
     def environ(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         return {**os.environ, **(extra or {})}
