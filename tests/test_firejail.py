@@ -17,36 +17,13 @@ import psutil
 import pytest
 
 from sandbench import paths
-from sandbench.environments.base import Limits, Sandbox, SandboxSpec
+from sandbench.environments.base import Limits, SandboxSpec
 from sandbench.environments.firejail import FIREJAIL_CONFIG, FIREJAIL_NAMES
 from tests.conftest import REPO, env_or_skip, run_cli
+from tests.sandbox_probes import probe_pid as _probe_pid
+from tests.sandbox_probes import status as _status
 
 pytestmark = pytest.mark.runtime
-
-
-def _status(pid: int) -> dict[str, str]:
-    text = Path(f"/proc/{pid}/status").read_text()
-    return dict(re.findall(r"^(\w+):\s+(\S+)$", text, re.M))
-
-
-def _name(pid: int) -> str:
-    try:
-        return psutil.Process(pid).name()
-    except psutil.Error:  # the wrapper's transient processes come and go
-        return ""
-
-
-def _probe_pid(sb: Sandbox) -> int:
-    """The workload's pid, once firejail has forked and exec'd it (launch returns first)."""
-    deadline = time.monotonic() + 10
-    while True:
-        pids = sb.host_pids()
-        probes = [p for p in pids if _name(p) == "probe"]
-        if probes or time.monotonic() > deadline:
-            break
-        time.sleep(0.01)
-    assert probes, f"no probe among {pids}"
-    return probes[0]
 
 
 @pytest.mark.parametrize("seccomp_on", [True, False])

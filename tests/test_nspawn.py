@@ -17,36 +17,16 @@ import psutil
 import pytest
 
 from sandbench import paths
-from sandbench.environments.base import Limits, Sandbox, SandboxSpec
+from sandbench.environments.base import Limits, SandboxSpec
 from sandbench.environments.nspawn import PROPAGATE
 from tests.conftest import REPO, env_or_skip, run_cli
+from tests.sandbox_probes import name as _name
+from tests.sandbox_probes import probe_pid as _probe_pid
+from tests.sandbox_probes import status as _status
 
 pytestmark = pytest.mark.runtime
 
 CAP_SYS_MODULE = 1 << 16
-
-
-def _name(pid: int) -> str:
-    try:
-        return psutil.Process(pid).name()
-    except psutil.Error:
-        return ""
-
-
-def _probe_pid(sb: Sandbox) -> int:
-    """The workload's pid, once nspawn has started it (launch returns first)."""
-    deadline = time.monotonic() + 10
-    while True:
-        probes = [p for p in sb.host_pids() if _name(p) == "probe"]
-        if probes or time.monotonic() > deadline:
-            break
-        time.sleep(0.01)
-    assert probes, f"no probe among {sb.host_pids()}"
-    return probes[0]
-
-
-def _status(pid: int) -> dict[str, str]:
-    return dict(re.findall(r"^(\w+):\s+(\S+)$", Path(f"/proc/{pid}/status").read_text(), re.M))
 
 
 @pytest.mark.parametrize("seccomp_on", [True, False])
