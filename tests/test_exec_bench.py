@@ -314,24 +314,28 @@ def _measure(name: str, tmp_path: Path, rounds: int, n: int) -> tuple[list[Measu
 def test_exec_latencies_on_real_runtimes(name: str, resolved: bool, tmp_path: Path,
                                          clean_host: None) -> None:
     """Finite positive latencies, p50 <= p99 in every round, and a 1 MiB output costing at
-    least the trivial command. Natively the 1 MiB doubles a 3 ms fork+exec, and the medians
+    least the trivial command. Natively the 1 MiB adds ~30 % to a 7-8 ms fork+exec; the medians
     say so; under runc, runsc and docker it adds ~2 ms to an exec of 40-90 ms that varies by
     +-15 % from one call to the next, so on 40 of each the medians' order is a coin toss
     weighted 60/40 (seen failing here). There the claim is the one the report makes: the
-    1 MiB command is not significantly faster (stats.difference, p < 0.01)."""
-    ms, pooled = _measure(name, tmp_path, rounds=2, n=20)
+    1 MiB command is not significantly faster (stats.difference, p < 0.01). The native claim
+    is tested on 60 calls a round: on 20 (40 a side) a CI machine once saw the medians in the
+    right order at p > 0.01; here 40 a side give p ~ 1e-14 and 120 a side p ~ 1e-38, and a
+    native call costs ~8 ms, so the extra 160 calls cost ~1.5 s."""
+    n = 60 if resolved else 20
+    ms, pooled = _measure(name, tmp_path, rounds=2, n=n)
     assert {m.metric for m in ms} == {"exec_latency", "exec_1mib_latency"} and len(ms) == 4
     for m in ms:
         assert math.isfinite(m.value) and 0 < m.value < 5, (m.metric, m.value)
-        assert m.extra["n"] == 20
+        assert m.extra["n"] == n
         assert 0 < m.extra["min"] <= m.extra["p50"] <= m.extra["p99"] <= m.extra["max"]
     small, large = pooled["exec_s"], pooled["exec_1mib_s"]
-    assert len(small) == len(large) == 40
+    assert len(small) == len(large) == 2 * n
     d = stats.difference(small, large, direction="lower", factor=1.0)
     assert d.verdict != stats.BETTER, (statistics.median(large), statistics.median(small), d)
     if resolved:
         assert statistics.median(large) > statistics.median(small)
-        assert d.verdict == stats.WORSE
+        assert d.verdict == stats.WORSE, d
 
 
 @pytest.mark.runtime
