@@ -48,7 +48,9 @@ def test_torn_last_line_is_skipped_with_warning(tmp_path: Path) -> None:
 
 
 def test_corrupt_middle_line_is_an_error(tmp_path: Path) -> None:
-    (tmp_path / "results.jsonl").write_text('{"type": "sample"}\nnot json\n{"type": "x"}\n')
+    (tmp_path / "results.jsonl").write_text('{"type": "timing", "bench": "b", "wall_s": 1, '
+                                            '"spans": {}, "timestamp": "t"}\nnot json\n'
+                                            '{"type": "timing"}\n')
     with pytest.raises(SchemaError, match="line 2"):
         list(read_records(tmp_path))
 

@@ -176,7 +176,7 @@ def resolve_plan(
     from sandbench.benchmarks.registry import all_benchmarks
     from sandbench.environments.registry import all_environments
     from sandbench.study import PROFILES, Plan
-    from sandbench.studyfile import Study
+    from sandbench.studyfile import MAX_BUDGET_MIN, MAX_ROUNDS, Study
     from sandbench.studyfile import load as load_study
 
     envs = all_environments()
@@ -190,6 +190,7 @@ def resolve_plan(
             {b.name: b.params("quick") | b.params("paper") for b in benches},
             PROFILES,
             list(DEFAULT_TIMEOUTS),
+            {b.name: dict(b.param_bounds) for b in benches},
         )
     profile = args.profile or study.profile or "quick"
     if profile not in PROFILES:
@@ -200,14 +201,17 @@ def resolve_plan(
         _split(args.bench, [b.name for b in benches], "benchmark") if args.bench else study.benches
     )
     rounds = _positive_int(args.rounds, "--rounds") if args.rounds is not None else study.rounds
+    if rounds is not None and rounds > MAX_ROUNDS:
+        raise UsageError(f"--rounds must be at most {MAX_ROUNDS}, got {rounds}")
     budget_s = study.budget_s
     if getattr(args, "budget", None) is not None:
         try:
             minutes = float(args.budget)
         except ValueError:
             minutes = math.nan
-        if not math.isfinite(minutes) or minutes <= 0:
-            raise UsageError(f"--budget {args.budget!r}: must be a positive number of minutes")
+        if not math.isfinite(minutes) or not 0 < minutes <= MAX_BUDGET_MIN:
+            raise UsageError(f"--budget {args.budget!r}: must be a positive number of minutes, "
+                             f"at most {MAX_BUDGET_MIN:g}")
         budget_s = minutes * 60.0
     seccomp = study.seccomp if study.seccomp is not None else True
     if getattr(args, "no_seccomp", False):
@@ -440,17 +444,47 @@ def print_summary(out: Path, console: Console, baseline: str = "host") -> None:
                       f"({na.get('reason')})")
 
 
+#: What `report` writes into its output directory; a directory holding anything else is not
+#: one of its outputs, and writing there would replace (figures/*.png) what is not its own.
+REPORT_FILES = frozenset({"report.html", "report.md", "summary.csv", "figures"})
+
+
+def _check_report_out(out: Path, dirs: list[Path]) -> None:
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UsageError(f"--out {str(out)!r} exists and is not a directory")
+    if any(out.resolve() == d.resolve() for d in dirs):
+        return  # a run's own directory: its report is rewritten, its results untouched
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in REPORT_FILES)
+    figs = out / "figures"
+    if figs.is_dir():
+        foreign += sorted(f"figures/{p.name}" for p in figs.iterdir() if p.suffix != ".png")
+    elif figs.exists():
+        foreign.append("figures")
+    if foreign:
+        raise UsageError(f"--out {str(out)!r} holds files that are not a sandbench report "
+                         f"({', '.join(foreign[:3])}); give a new or empty directory, or an "
+                         "earlier report's")
+
+
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from sandbench.report import write_report
-    from sandbench.results import SchemaError, read_meta
+    from sandbench.results import read_meta
 
     dirs = [Path(d) for d in args.dir]
-    try:
-        metas = [read_meta(d) for d in dirs]
-    except SchemaError as e:
-        raise UsageError(str(e)) from None
+    seen: dict[Path, Path] = {}
+    for d in dirs:
+        key = d.resolve()
+        if key in seen:
+            raise UsageError(f"results directory {str(d)!r} given twice (as {str(seen[key])!r}"
+                             "); each run is merged once")
+        seen[key] = d
+    metas = [read_meta(d) for d in dirs]
     if len(dirs) > 1 and not args.out:
         raise UsageError(f"merging {len(dirs)} results directories needs --out DIR")
+    if args.out:
+        _check_report_out(Path(args.out), dirs)
     baseline = args.baseline or metas[0].get("baseline", "host")
     path = write_report(dirs, baseline=baseline, out=Path(args.out) if args.out else None,
                         force=args.force)
@@ -460,18 +494,14 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     from sandbench.compare import compare_runs
-    from sandbench.results import SchemaError
 
     try:
         factor = float(args.factor)
     except ValueError:
         raise UsageError(f"--factor must be a number above 1, got {args.factor!r}") from None
-    if factor <= 1.0:
+    if not math.isfinite(factor) or factor <= 1.0:
         raise UsageError(f"--factor must be a number above 1, got {args.factor!r}")
-    try:
-        cmp = compare_runs(Path(args.a), Path(args.b), factor=factor, force=args.force)
-    except SchemaError as e:
-        raise UsageError(str(e)) from None
+    cmp = compare_runs(Path(args.a), Path(args.b), factor=factor, force=args.force)
     console.print(cmp.render_text())
     if args.fail_on_regression and cmp.regressions:
         return 1

@@ -17,14 +17,20 @@ Layout of a results directory (schema 1):
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import os
+import types
+import typing
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+
+from sandbench.errors import UsageError
 
 SCHEMA_VERSION = 1
 JOURNAL = "results.jsonl"
@@ -183,8 +189,111 @@ class Timing:
 Record = Sample | Failure | CellEnd | Timing | NotApplicableCell
 
 
-class SchemaError(Exception):
-    pass
+class SchemaError(UsageError):
+    """A results directory this sandbench cannot read (unknown schema, a corrupt or wrong-typed
+    meta.json or journal line): the CLI says it in one line and exits with 2, like bad flags."""
+
+
+#: The journal's record types, by their "type" field.
+RECORD_TYPES: dict[str, type] = {"sample": Sample, "failure": Failure, "cell": CellEnd,
+                                 "timing": Timing, "not_applicable": NotApplicableCell}
+
+
+def _describe(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, float) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _type_ok(hint: Any, value: Any) -> bool:
+    """Whether a JSON value fits a record field's annotation (str, int, float, bool, dict,
+    list[str] and their `| None`). Numbers must be finite: the journal never holds a NaN
+    the tool measured, so one there was not written by it."""
+    args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(a, value) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return (isinstance(value, int | float) and not isinstance(value, bool)
+                and math.isfinite(value))
+    if hint is str:
+        return isinstance(value, str)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    if origin is list or hint is list:
+        return isinstance(value, list) and (
+            not args or args[0] is Any or all(_type_ok(args[0], v) for v in value))
+    return True
+
+
+@functools.cache
+def _record_fields(cls: type) -> tuple[tuple[str, Any, bool], ...]:
+    """(name, annotation, required) of a record class's fields."""
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, hints[f.name],
+                  f.default is MISSING and f.default_factory is MISSING)
+                 for f in fields(cls))
+
+
+_TYPE_WORDS = {str: "a string", int: "an integer", float: "a finite number", bool: "true/false"}
+
+
+def _wanted(hint: Any) -> str:
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = args[0] if union and args else hint
+    origin = typing.get_origin(base) or base
+    word = _TYPE_WORDS.get(base) or {dict: "an object", list: "a list"}.get(origin, str(base))
+    return word + (" or null" if type(None) in typing.get_args(hint) else "")
+
+
+def safe_relative(raw: str) -> bool:
+    """A raw-output path a results directory may hold: relative, inside it, no NUL."""
+    p = PurePosixPath(raw)
+    return bool(raw) and "\0" not in raw and not p.is_absolute() and ".." not in p.parts
+
+
+def raw_file(directory: Path, raw: str) -> Path | None:
+    """The raw output a sample names, or None when the name (or a symlink on the way)
+    leads outside its results directory: a merged directory from another host is input."""
+    if not safe_relative(raw):
+        return None
+    root = directory.resolve()
+    path = (directory / raw).resolve()
+    return path if path.is_relative_to(root) else None
+
+
+def check_record(rec: Any, where: str) -> dict[str, Any]:
+    """The record as read, if it is one this sandbench writes: a JSON object of a known type
+    whose fields have their types (finite numbers, a non-negative round, a raw path inside
+    the directory). Otherwise SchemaError naming the line, the field and what it must be."""
+    if not isinstance(rec, dict):
+        raise SchemaError(f"{where}: not a JSON object but {_describe(rec)}")
+    kind = rec.get("type")
+    cls = RECORD_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise SchemaError(f"{where}: unknown record type {_describe(kind)}; known: "
+                          f"{', '.join(RECORD_TYPES)}")
+    for name, hint, required in _record_fields(cls):
+        if name not in rec:
+            if required:
+                raise SchemaError(f"{where}: {kind} record without {name!r}")
+            continue
+        if not _type_ok(hint, rec[name]):
+            raise SchemaError(f"{where}: {kind} field {name!r} must be {_wanted(hint)}, got "
+                              f"{_describe(rec[name])}")
+    if "round" in rec and rec["round"] < 0:
+        raise SchemaError(f"{where}: {kind} field 'round' must be 0 or more, got {rec['round']}")
+    raw = rec.get("raw")
+    if raw is not None and not safe_relative(raw):
+        raise SchemaError(f"{where}: {kind} field 'raw' must be a path inside the results "
+                          f"directory, got {_describe(raw)}")
+    return rec
 
 
 class Journal:
@@ -263,7 +372,7 @@ def read_records(directory: Path) -> Iterator[dict[str, Any]]:
                 )
                 continue
             raise SchemaError(f"{path}: line {i + 1} is not JSON") from None
-        yield rec
+        yield check_record(rec, f"{path}: line {i + 1}")
 
 
 def read_samples(directory: Path) -> list[dict[str, Any]]:
@@ -318,11 +427,69 @@ def read_meta(directory: Path) -> dict[str, Any]:
     path = directory / META
     if not path.exists():
         raise SchemaError(f"{directory}: no {META}; not a sandbench results directory")
-    meta: dict[str, Any] = json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise SchemaError(f"{path}: not valid JSON ({str(e).splitlines()[0]}); "
+                          "a truncated or damaged meta.json") from None
+    if not isinstance(meta, dict):
+        raise SchemaError(f"{path}: not a JSON object but {_describe(meta)}")
     schema = meta.get("schema")
     if schema != SCHEMA_VERSION:
         raise SchemaError(
             f"{path}: results schema {schema!r} is not the one this sandbench reads "
             f"({SCHEMA_VERSION}); use the sandbench version that wrote it"
         )
+    _check_meta(meta, path)
     return meta
+
+
+#: meta.json's keys and what each must be when present (readers tolerate an absent one).
+_META_TYPES: dict[str, Any] = {
+    "tool_version": str, "created": str, "finished": str, "profile": str, "baseline": str,
+    "plan": dict, "host": dict, "environments": dict[str, dict[str, Any]],
+    "unavailable": dict[str, str], "resources": dict, "resumed": list[str],
+    "resumed_host": list[dict[str, Any]],
+}
+_PLAN_TYPES: dict[str, Any] = {
+    "envs": list[str], "benches": list[str], "rounds": dict[str, int],
+    "params": dict[str, dict[str, Any]], "rounds_override": int | None, "timeouts": dict,
+    "seed": int,
+}
+
+
+def _check_map(doc: dict[str, Any], types: dict[str, Any], where: str) -> None:
+    for key, hint in types.items():
+        if key not in doc:
+            continue
+        value = doc[key]
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        ok = _type_ok(hint, value)
+        if ok and origin is dict and len(args) == 2:
+            ok = all(isinstance(k, str) and _type_ok(args[1], v) for k, v in value.items())
+        if not ok:
+            raise SchemaError(f"{where}: {key!r} must be {_wanted(hint)}, got "
+                              f"{_describe(value)}")
+
+
+def _check_meta(meta: dict[str, Any], path: Path) -> None:
+    """Wrong-typed fields of meta.json as one-line errors; a benchmark parameter that is a
+    non-finite number is refused too (resume would measure with it)."""
+    _check_map(meta, _META_TYPES, str(path))
+    plan = meta.get("plan") or {}
+    _check_map(plan, _PLAN_TYPES, f"{path}: plan")
+    for bench, params in (plan.get("params") or {}).items():
+        for k, v in params.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                raise SchemaError(f"{path}: plan.params.{bench}.{k} must be a finite number, "
+                                  f"got {v!r}")
+
+
+def require_plan(meta: dict[str, Any], path: Path) -> None:
+    """What resuming a run needs of its meta.json beyond read_meta's types."""
+    missing = [k for k in ("profile", "plan") if k not in meta]
+    missing += [f"plan.{k}" for k in ("envs", "benches", "params") if k not in
+                (meta.get("plan") or {})]
+    if missing:
+        raise SchemaError(f"{path / META}: no {', '.join(missing)}; not a run sandbench can "
+                          "resume")

@@ -40,7 +40,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sandbench import __version__, paths
 from sandbench.benchmarks.base import DEFAULT_TIMEOUTS, Benchmark, RoundFn, RunContext
 from sandbench.environments.base import Environment, Limits, live_sandboxes
-from sandbench.errors import NotApplicable
+from sandbench.errors import NotApplicable, SandboxError
 from sandbench.hostfacts import host_facts
 from sandbench.noise import NOISY_CORE_FRACTION, CpuWatch
 from sandbench.noise import rule as noise_rule
@@ -185,7 +185,7 @@ def resume_meta(
     again must say the same; raises UsageError naming the one that differs. A directory a
     live run holds is refused; so is one begun on another machine or boot, unless force."""
     from sandbench.errors import UsageError
-    from sandbench.results import SchemaError, read_meta
+    from sandbench.results import SchemaError, read_meta, read_records, require_plan
 
     for pid, held in active_runs():
         if held and Path(held).resolve() == out.resolve():
@@ -194,6 +194,9 @@ def resume_meta(
 
     try:
         meta = read_meta(out)
+        require_plan(meta, out)
+        for _ in read_records(out):  # a corrupt journal is refused before anything runs
+            pass
     except SchemaError as e:
         raise UsageError(f"--resume: {e}") from None
     if meta.get("finished"):
@@ -840,6 +843,13 @@ class Runner:
             return
         with self._span("noise"):
             noise = watch.stop()
+        unmeasured = [m for m in measured if not math.isfinite(float(m.value))]
+        if unmeasured:  # never journaled: a number the tool did not measure is no sample
+            fail(env, [rnd], SandboxError(
+                f"{bench.name} returned a non-finite {unmeasured[0].metric} "
+                f"({unmeasured[0].value!r}): a benchmark bug, the round is not recorded",
+                {"metrics": {m.metric: repr(m.value) for m in unmeasured}}))
+            return
         if noise.noisy:
             self.noisy_rounds += 1
         stamp = now_iso()

@@ -20,6 +20,7 @@ file, the key and what is allowed.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,11 +60,22 @@ def _names(path: Path, key: str, value: Any, known: list[str]) -> list[str]:
     return list(value)
 
 
-def _positive_number(path: Path, key: str, value: Any, integer: bool) -> Any:
+#: Upper bounds of the top-level numbers: beyond them a value is a typo, not a study.
+MAX_ROUNDS = 10_000
+MAX_BUDGET_MIN = 7 * 24 * 60.0
+MAX_TIMEOUT_S = 86_400.0
+
+
+def _positive_number(path: Path, key: str, value: Any, integer: bool,
+                     bounds: tuple[float, float] | None = None) -> Any:
+    """A finite number above zero (TOML's nan and inf are refused), within `bounds`."""
     ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
-    if isinstance(value, bool) or not ok_type or value <= 0:
-        kind = "a positive integer" if integer else "a positive number"
+    kind = "a positive integer" if integer else "a positive finite number"
+    if isinstance(value, bool) or not ok_type or not math.isfinite(value) or value <= 0:
         raise UsageError(f"{path}: {key} must be {kind}, got {value!r}")
+    if bounds is not None and not bounds[0] <= value <= bounds[1]:
+        raise UsageError(f"{path}: {key} must be between {bounds[0]:g} and {bounds[1]:g}, "
+                         f"got {value!r}")
     return value
 
 
@@ -73,6 +85,7 @@ def load(
     bench_params: dict[str, dict[str, Any]],
     profiles: tuple[str, ...],
     timeout_keys: list[str],
+    bench_bounds: dict[str, dict[str, tuple[float, float]]] | None = None,
 ) -> Study:
     """Parse and validate a study file against the known environments, benchmarks and their
     parameters. Raises UsageError naming file and key."""
@@ -103,10 +116,12 @@ def load(
     if "benches" in data:
         study.benches = _names(path, "benches", data["benches"], list(bench_params))
     if "rounds" in data:
-        study.rounds = _positive_number(path, "rounds", data["rounds"], integer=True)
+        study.rounds = _positive_number(path, "rounds", data["rounds"], integer=True,
+                                        bounds=(1, MAX_ROUNDS))
     if "budget" in data:
         study.budget_s = 60.0 * float(
-            _positive_number(path, "budget", data["budget"], integer=False))
+            _positive_number(path, "budget", data["budget"], integer=False,
+                             bounds=(0.1, MAX_BUDGET_MIN)))
     if "seccomp" in data:
         if not isinstance(data["seccomp"], bool):
             raise UsageError(f"{path}: seccomp must be true or false, got {data['seccomp']!r}")
@@ -126,7 +141,8 @@ def load(
     for k, v in timeouts.items():
         if k not in timeout_keys:
             raise UsageError(f"{path}: timeouts.{k} unknown; allowed: {', '.join(timeout_keys)}")
-        study.timeouts[k] = float(_positive_number(path, f"timeouts.{k}", v, integer=False))
+        study.timeouts[k] = float(_positive_number(path, f"timeouts.{k}", v, integer=False,
+                                                   bounds=(0.1, MAX_TIMEOUT_S)))
     benches = data.get("bench", {})
     if not isinstance(benches, dict):
         raise UsageError(f"{path}: bench must be a table of [bench.NAME] sections")
@@ -150,6 +166,8 @@ def load(
                         f"{path}: bench.{name}.{k} must be a {type(default).__name__}, got {v!r}"
                     )
             else:
-                _positive_number(path, f"bench.{name}.{k}", v, integer=isinstance(default, int))
+                bounds = (bench_bounds or {}).get(name, {}).get(k)
+                _positive_number(path, f"bench.{name}.{k}", v, integer=isinstance(default, int),
+                                 bounds=bounds)
         study.bench[name] = dict(params)
     return study

@@ -61,6 +61,9 @@ class Benchmark(ABC):
     #: Parameters per profile: "rounds" is the minimum number of rounds per environment (what
     #: the scorecard's tests need), "max_rounds" the cap of adaptive rounds (default: rounds).
     profiles: dict[str, dict[str, Any]] = {}
+    #: Inclusive (low, high) of numeric parameters a study file may set, where "positive and
+    #: finite" (what every number must be) is not enough: a fraction, a percentage.
+    param_bounds: dict[str, tuple[float, float]] = {}
     #: Part of a study that names no benchmarks (False: run only when named, e.g. density).
     default: bool = True
     #: The metrics whose medians' intervals decide when a cell has enough adaptive rounds

@@ -85,6 +85,11 @@ class Density(Benchmark):
     description = "idle sandboxes started one after another until a limit: how many fit"
     #: Not in the default study: a ramp is long; run it with --bench density.
     default = False
+    #: The stopping rules' knobs: a share of memory, a PSI percentage, a slow-down factor.
+    param_bounds = {"mem_floor_fraction": (0.01, 0.9), "psi_max": (0.1, 100.0),
+                    "slow_factor": (1.5, 1000.0), "cap": (1, 100000), "k": (1, 1000),
+                    "mem_sample": (1, 10000), "teardown_workers": (1, 256),
+                    "time_cap_s": (1.0, 86400.0), "settle_s": (0.0, 600.0)}
     profiles = {
         "quick": {"rounds": 1, "max_rounds": 1, "cap": 200, "time_cap_s": 60.0, "k": 10,
                   "psi_max": 10.0, "mem_floor_fraction": 0.10, "slow_factor": 10.0,

@@ -11,6 +11,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 
+from sandbench import results
 from sandbench.report.figures import (
     Figure,
     Series,
@@ -73,7 +74,9 @@ def _load_json(run: RunData, sample: dict[str, Any]) -> Any:
     raw = sample.get("raw")
     if not raw:
         return None
-    path = run.source_dir(sample) / str(raw)
+    path = results.raw_file(run.source_dir(sample), str(raw))
+    if path is None:
+        return None
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
