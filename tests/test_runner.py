@@ -429,3 +429,62 @@ def test_setup_runs_before_the_first_start_and_a_failing_one_fails_its_cell(
     assert failures and {f["env"] for f in failures} == {"b"}
     assert failures[0]["evidence"]["stderr_tail"] == "no socket"
     assert len([s for s in read_samples(out) if s["env"] == "a"]) >= 5
+
+
+class StopFailsSandbox(FakeSandbox):
+    """Stops (its process is gone) and then reports an error, as a runtime whose delete
+    fails after the kill would."""
+
+    def _stop(self) -> None:
+        super()._stop()
+        raise SandboxError("delete failed", command_evidence(["fake", "delete"], 1, "", "busy"))
+
+
+class StopFailsEnv(FakeEnv):
+    """Every third sandbox it starts fails to stop."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.started = 0
+
+    def prepare(self, spec: SandboxSpec) -> Sandbox:
+        self.started += 1
+        return (StopFailsSandbox if self.started % 3 == 2 else FakeSandbox)(self.name)
+
+
+def test_memory_keeps_a_rounds_samples_when_a_stop_fails(tmp_path: Path) -> None:
+    """Issue 21 item 7: the footprints read before a failed stop are journaled, with the
+    failure beside them in the same round; nothing is journaled that was not measured."""
+    from sandbench.benchmarks.memory import Memory
+
+    out = _run(tmp_path, [StopFailsEnv("fake")], Memory(), rounds_override=2,
+               overrides={"memory": {"settle_s": 0.01}})
+    samples = read_samples(out)
+    failures = read_failures(out)
+    assert {s["round"] for s in samples} == {0, 1}
+    dirty = [s for s in samples if s["metric"] == "private_dirty"]
+    assert len(dirty) == 6 and all(s["value"] > 0 for s in dirty)
+    assert [f["round"] for f in failures] == [0, 1]
+    assert all("1 of 3 sandboxes of fake failed to stop" in f["error"] for f in failures)
+    assert failures[0]["evidence"]["stop_errors"][0]["evidence"]["command"] == ["fake", "delete"]
+    # the samples and the failure of a round are one write: adjacent lines of the journal
+    kinds = [r["type"] for r in read_records(out) if r["type"] in ("sample", "failure")]
+    assert kinds == (["sample"] * 6 + ["failure"]) * 2
+
+
+class NanBench(NoiseBench):
+    def session(self, env: Environment, ctx: RunContext,
+                params: dict[str, Any]) -> Any:
+        @contextmanager
+        def cm() -> Iterator[RoundFn]:
+            yield lambda rnd: [Measurement.time("t", 1.0, "s"),
+                               Measurement.time("u", float("nan"), "s")]
+        return cm()
+
+
+def test_a_non_finite_value_fails_its_round_and_is_never_journaled(tmp_path: Path) -> None:
+    out = _run(tmp_path, [FakeEnv("a")], NanBench({"a": 0.0}), rounds_override=2)
+    assert read_samples(out) == []
+    failures = read_failures(out)
+    assert [f["round"] for f in failures] == [0, 1]
+    assert "non-finite u (nan)" in failures[0]["error"]

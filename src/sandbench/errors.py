@@ -32,6 +32,17 @@ class NotApplicable(Exception):
         self.evidence: dict[str, Any] = dict(evidence or {})
 
 
+class PartialRound(SandboxError):
+    """A round measured what it returns, then failed (e.g. a sandbox would not stop after its
+    memory was read): the runner journals `measured` and this failure beside them, in one
+    write, instead of discarding finished samples."""
+
+    def __init__(self, message: str, measured: list[Any],
+                 evidence: dict[str, Any] | None = None) -> None:
+        super().__init__(message, evidence)
+        self.measured = list(measured)
+
+
 class StepTimeout(SandboxError):
     """An external step (runtime start, probe, tool) ran past its bound."""
 

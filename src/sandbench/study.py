@@ -26,7 +26,7 @@ import statistics
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -40,7 +40,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sandbench import __version__, paths
 from sandbench.benchmarks.base import DEFAULT_TIMEOUTS, Benchmark, RoundFn, RunContext
 from sandbench.environments.base import Environment, Limits, live_sandboxes
-from sandbench.errors import NotApplicable, SandboxError
+from sandbench.errors import NotApplicable, PartialRound, SandboxError
 from sandbench.hostfacts import host_facts
 from sandbench.noise import NOISY_CORE_FRACTION, CpuWatch
 from sandbench.noise import rule as noise_rule
@@ -688,16 +688,20 @@ class Runner:
 
         lock = threading.Lock()  # teardown failures may come from several closing threads
 
-        def fail(env: Environment, rnds: list[int], exc: BaseException, what: str = "") -> None:
+        def fail(env: Environment, rnds: list[int], exc: BaseException, what: str = "",
+                 beside: Sequence[Sample] = ()) -> None:
             with lock:
-                _fail(env, rnds, exc, what)
+                _fail(env, rnds, exc, what, beside)
 
-        def _fail(env: Environment, rnds: list[int], exc: BaseException, what: str) -> None:
+        def _fail(env: Environment, rnds: list[int], exc: BaseException, what: str,
+                  beside: Sequence[Sample]) -> None:
+            """Journal the failure of `rnds` (with a round's finished samples `beside` it, in
+            the same write: a kill leaves both or neither)."""
             self.failures += len(rnds) or 1
             text = (what + _error_text(exc)) if what else _error_text(exc)
-            journal.append_many(
-                [Failure(env.name, bench.name, r, text, {}, now_iso(), _evidence(exc))
-                 for r in rnds])
+            journal.append_many([*beside, *(
+                Failure(env.name, bench.name, r, text, {}, now_iso(), _evidence(exc))
+                for r in rnds)])
             where = f"round {rnds[0]}" if rnds and rnds[0] >= 0 else "teardown"
             self.console.print(f"[red]{bench.name} on {env.name}, {where}: {text}")
             debug = self.ctx.log_path(env.name, bench.name, "errors.log")
@@ -828,9 +832,12 @@ class Runner:
                 measured_pids += env.shared_pids()
             watch = CpuWatch(measured_pids)
         c.done.add(rnd)
+        after: PartialRound | None = None
         try:
             with self._span("rounds"):
                 measured = fn(rnd)
+        except PartialRound as exc:  # finished samples, then a failure: both are kept
+            measured, after = exc.measured, exc
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise  # the results disk is full: no later cell can be kept
@@ -867,6 +874,10 @@ class Runner:
                 unit=m.unit, round=rnd, params=m.params, timestamp=stamp, raw=m.raw,
                 flags=sample_flags, extra=extra, kind=m.kind, direction=m.direction))
             self._keep(c, m.metric, m.params, m.kind, float(m.value), bench.converge_on, rnd)
+        if after is not None:
+            with self._span("journal"):
+                fail(env, [rnd], after, beside=samples)
+            return
         with self._span("journal"):
             journal.append_many(samples)
         progress.advance(task)

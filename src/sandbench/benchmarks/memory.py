@@ -26,7 +26,7 @@ from sandbench import procs
 from sandbench.benchmarks.base import Benchmark, RoundFn, RunContext
 from sandbench.benchmarks.servers import state_of
 from sandbench.environments.base import Environment, Limits, Sandbox
-from sandbench.errors import SandboxError
+from sandbench.errors import PartialRound, SandboxError
 from sandbench.results import Measurement
 
 KIB_PER_MIB = 1024.0
@@ -60,6 +60,22 @@ def footprint(sb: Sandbox) -> procs.MemUse:
             {"host_pids": pids, "state": state_of(sb)},
         )
     return use
+
+
+def stop_all(boxes: list[Sandbox]) -> list[dict[str, Any]]:
+    """Stop every sandbox (at once: gVisor takes ~2 s to tear one down), each whatever the
+    others did; the errors of those that failed, with their evidence."""
+
+    def stop(sb: Sandbox) -> dict[str, Any] | None:
+        try:
+            sb.stop()
+        except Exception as exc:  # noqa: BLE001 - each stop is tried; all are reported
+            return {"sandbox": sb.name, "error": str(exc),
+                    "evidence": getattr(exc, "evidence", {})}
+        return None
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return [e for e in pool.map(stop, boxes) if e is not None]
 
 
 class Memory(Benchmark):
@@ -120,10 +136,18 @@ class Memory(Benchmark):
                     out.append(Measurement.size("shared_daemon_private_dirty",
                                                 use.private_dirty_kib / KIB_PER_MIB, "MiB",
                                                 extra={"processes": use.processes}))
-            finally:
-                # gVisor takes ~2 s to tear a sandbox down: stop them all at once.
-                with ThreadPoolExecutor(max_workers=8) as pool:
-                    list(pool.map(lambda sb: sb.stop(), boxes))
+            except BaseException as exc:
+                stop_errors = stop_all(boxes)
+                if stop_errors and isinstance(exc, SandboxError):
+                    exc.evidence.setdefault("stop_errors", stop_errors)
+                raise
+            stop_errors = stop_all(boxes)
+            if stop_errors:
+                # The footprints were read before the stops: keep them, fail the round beside.
+                raise PartialRound(
+                    f"{len(stop_errors)} of {len(boxes)} sandboxes of {env.name} failed to "
+                    f"stop after their memory was measured: {stop_errors[0]['error']}",
+                    out, {"stop_errors": stop_errors})
             return out
 
         yield one
