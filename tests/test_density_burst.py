@@ -300,3 +300,66 @@ def test_cli_study_then_kill_mid_ramp_and_clean(tmp_path: Path) -> None:
     cp = run_cli("clean", timeout=300)
     assert cp.returncode == 0, cp.stderr
     assert_same_host(before, host_state())
+
+
+def test_a_probe_that_connects_before_the_launch_returns_is_stamped_when_it_connects(
+    tmp_path: Path,
+) -> None:
+    """Issue 21 item 6: burst and density stamp the accept in the listener's thread, as
+    startup does. A launch command that returns 0.4 s after its probe connected (a runtime
+    whose start waits for more than the first process) must not add those 0.4 s."""
+    import socket
+    import threading
+
+    from sandbench.benchmarks import fleet
+    from sandbench.environments.base import Availability, Completed, Environment, Sandbox
+
+    class SlowReturn(Sandbox):
+        host_address = "127.0.0.1"
+
+        def helper(self, name: str) -> str:
+            return name
+
+        def launch(self, argv: list[str] | None = None) -> None:
+            assert argv is not None
+            port = int(argv[2])
+
+            def connect() -> None:
+                with socket.create_connection((argv[1], port)) as c:
+                    c.sendall(b"ok")
+            t = threading.Thread(target=connect)
+            t.start()
+            t.join()
+            time.sleep(0.4)
+
+        def exec(self, argv: list[str], timeout: float = 60.0) -> Completed:
+            return Completed(argv, 0, "", "")
+
+        def host_pids(self) -> list[int]:
+            return []
+
+        def _stop(self) -> None:
+            pass
+
+    class Env(Environment):
+        name = "slow-return"
+
+        def available(self) -> Availability:
+            return Availability.yes()
+
+        def facts(self) -> dict[str, Any]:
+            return {"version": "test"}
+
+        def prepare(self, spec: Any) -> Sandbox:
+            time.sleep(0.05)
+            return SlowReturn("sb", self.name)
+
+    ctx = RunContext(out=tmp_path, profile="quick")
+    p = fleet.start(Env(), ctx, "burst")
+    try:
+        assert p.message == "ok"
+        assert p.up_s < 0.3, p.up_s  # the accept, not the launch's return
+        assert 0.05 <= p.prepare_s < 0.3, p.prepare_s
+        assert p.total_s == pytest.approx(p.prepare_s + p.up_s)
+    finally:
+        p.sb.stop()

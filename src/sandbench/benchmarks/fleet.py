@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from sandbench.benchmarks.base import RunContext
+from sandbench.benchmarks.startup import ProbeListener
 from sandbench.environments.base import Environment, Sandbox
 from sandbench.errors import SandboxError, StepTimeout
 
@@ -23,6 +24,7 @@ class Probed:
     sb: Sandbox
     listener: socket.socket
     t_prepare: int = 0
+    t_prepared: int = 0
     t_launch: int = 0
     t_up: int = 0
     message: str = ""
@@ -30,7 +32,9 @@ class Probed:
 
     @property
     def prepare_s(self) -> float:
-        return (self.t_launch - self.t_prepare) / 1e9
+        """Before Environment.prepare until it returned with the listener bound (startup's
+        phase_prepare: what sandbench does before the runtime's command)."""
+        return (self.t_prepared - self.t_prepare) / 1e9
 
     @property
     def up_s(self) -> float:
@@ -39,8 +43,9 @@ class Probed:
 
     @property
     def total_s(self) -> float:
-        """Prepare (namespace, bundle) until the probe connected."""
-        return (self.t_up - self.t_prepare) / 1e9
+        """Prepare (namespace, bundle) plus launch until the probe connected: startup's
+        startup_time (any wait between the two, a burst's starting line, left out)."""
+        return self.prepare_s + self.up_s
 
 
 def prepare(env: Environment, ctx: RunContext, bench: str) -> Probed:
@@ -60,7 +65,7 @@ def prepare(env: Environment, ctx: RunContext, bench: str) -> Probed:
         sb.stop()
         raise
     p = Probed(sb, ls, t_prepare=t0)
-    p.t_launch = time.perf_counter_ns()
+    p.t_prepared = p.t_launch = time.perf_counter_ns()
     return p
 
 
@@ -69,24 +74,19 @@ def launch_and_wait(p: Probed, ctx: RunContext) -> None:
     listener is closed either way. The sandbox stays up (the probe idles)."""
     try:
         argv = [p.sb.helper("probe"), p.sb.host_address, str(p.listener.getsockname()[1])]
-        p.t_launch = time.perf_counter_ns()
-        p.sb.launch(argv)
         # A VM under emulation boots for minutes: wait as long as its own bound.
         bound = max(ctx.timeouts["probe"], p.sb.boot_timeout_s)
-        p.listener.settimeout(bound)
+        # As in startup: accept() in a thread of its own stamps the connection when it
+        # happens, even while the launch command has not returned yet (Docker, Podman).
+        probe = ProbeListener(p.listener)
+        probe.start(bound)
+        p.t_launch = time.perf_counter_ns()
+        p.sb.launch(argv)
         try:
-            conn, _ = p.listener.accept()
-        except TimeoutError:
-            raise StepTimeout(
-                f"the probe did not connect within {bound:g} s",
-                {"state": p.sb.describe_state()}) from None
-        p.t_up = time.perf_counter_ns()
-        with conn:
-            conn.settimeout(5)
-            try:
-                p.message = conn.recv(64).decode(errors="replace").strip()
-            except OSError:
-                p.message = ""
+            p.t_up = probe.wait(bound)
+        except StepTimeout as exc:
+            raise StepTimeout(str(exc), {"state": p.sb.describe_state()}) from None
+        p.message = probe.message.decode(errors="replace").strip()
     finally:
         p.listener.close()
 

@@ -212,7 +212,9 @@ def burst_figure(run: RunData, outdir: Path) -> Figure | None:
     save(fig, path)
     return Figure("burst", title, "", path,
                   "Measured: the start time (s, lower is better) of every sandbox of a burst "
-                  "started at once (all rounds; n under each name counts sandboxes). Box: "
+                  "started at once, from its launch command to its probe's accept (startup's "
+                  "create, start and network phases; the prepare before it is "
+                  "burst_prepare_time) (all rounds; n under each name counts sandboxes). Box: "
                   f"quartiles and median. {scale.capitalize()} scale. Hatched: emulated.",
                   section="burst")
 
