@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "or one report merging several runs (hosts)")
     rep.add_argument("dir", nargs="+", help="results directory (several: merged, host by host)")
     rep.add_argument("--baseline", default=None, help="environment ratios are computed against")
+    rep.add_argument("--terminal", action="store_true",
+                     help="print the run's summary (one row per environment, one column per "
+                     "benchmark) instead of writing the report")
     rep.add_argument("--out", default=None,
                      help="where to write the report (needed to merge several directories)")
     rep.add_argument("--force", action="store_true",
@@ -432,9 +435,10 @@ def print_summary(out: Path, console: Console, baseline: str = "host") -> None:
     """Medians per environment and metric, with the ratio to the baseline marked only where
     the one significance function (stats.difference) finds a real difference."""
     from sandbench.results import read_failures, read_not_applicable
-    from sandbench.summary import summary_table
+    from sandbench.summary import PIPED_WIDTH, summary_table
 
-    console.print(summary_table(out, baseline))
+    width = console.width if console.is_terminal else PIPED_WIDTH
+    console.print(summary_table(out, baseline, width=width), width=width)
     failures = read_failures(out)
     if failures:
         console.print(f"[red]{len(failures)} failed cell(s); see results.jsonl (each with its "
@@ -481,6 +485,11 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
                              "); each run is merged once")
         seen[key] = d
     metas = [read_meta(d) for d in dirs]
+    if args.terminal:
+        if len(dirs) > 1 or args.out:
+            raise UsageError("--terminal prints one run's summary: give one directory, no --out")
+        print_summary(dirs[0], console, args.baseline or metas[0].get("baseline") or "host")
+        return 0
     if len(dirs) > 1 and not args.out:
         raise UsageError(f"merging {len(dirs)} results directories needs --out DIR")
     if args.out:

@@ -70,6 +70,16 @@ class Benchmark(ABC):
     #: (the headline ones: a start's phases or a rare-event count would never settle and keep
     #: every cell running to its cap); empty = every metric of a converging kind.
     converge_on: tuple[str, ...] = ()
+    #: The metric that stands for the benchmark in the summaries (terminal and report), and
+    #: which of its cells where it has several (disk: one pattern and block size); the
+    #: default is the first converge_on metric, the first cell journaled.
+    headline: str = ""
+    headline_params: dict[str, Any] = {}
+    #: A column title of a few characters for the terminal summary (default: the name).
+    short: str = ""
+
+    def headline_metric(self) -> str | None:
+        return self.headline or (self.converge_on[0] if self.converge_on else None)
 
     def params(self, profile: str) -> dict[str, Any]:
         return dict(self.profiles[profile])

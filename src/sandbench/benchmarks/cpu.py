@@ -31,6 +31,7 @@ def sysbench_cpu_argv(max_prime: int, threads: int, time_s: int) -> list[str]:
 
 class Cpu(Benchmark):
     name = "cpu"
+    short = "cpu"
     converge_on = ("events_per_second",)
     description = "sysbench cpu (primes up to 200,000, 1 thread): events per second and total"
     image = "full"

@@ -82,6 +82,7 @@ def check(phase: str, done: Completed) -> str:
 
 class Devloop(Benchmark):
     name = "devloop"
+    short = "devloop"
     description = ("a developer's loop: venv + pip install of pinned wheels, make of Lua 5.4, "
                    "compileall and checks; seconds per phase")
     image = "full"

@@ -70,6 +70,7 @@ def timed(sb: Sandbox, argv: list[str], out_bytes: int, timeout: float) -> float
 
 class Exec(Benchmark):
     name = "exec"
+    short = "exec"
     converge_on = ("exec_latency",)
     description = ("a command run in a running sandbox: trivial, and writing 1 MiB to stdout "
                    "(s, call to exit status and whole output)")

@@ -80,6 +80,7 @@ def stop_all(boxes: list[Sandbox]) -> list[dict[str, Any]]:
 
 class Memory(Benchmark):
     name = "memory"
+    short = "memory"
     converge_on = ("private_dirty",)
     description = "private dirty and PSS memory per idle sandbox (MiB)"
     profiles = {

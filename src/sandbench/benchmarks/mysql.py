@@ -173,6 +173,7 @@ class _Server:
 
 class Mysql(Benchmark):
     name = "mysql"
+    short = "oltp"
     converge_on = ("tps",)
     description = "sysbench OLTP 70/20/10 mix from the host against MariaDB in the sandbox"
     image = "full"

@@ -79,6 +79,7 @@ class Iperf3Server:
 
 class Network(Benchmark):
     name = "network"
+    short = "iperf3"
     converge_on = ("throughput",)
     description = "iperf3 TCP throughput, one stream from the host into the sandbox (Gbit/s)"
     image = "full"

@@ -119,6 +119,7 @@ def fetch(url: str, timeout: float = 2.0) -> bytes | None:
 
 class Nginx(Benchmark):
     name = "nginx"
+    short = "nginx"
     converge_on = ("requests_per_second",)
     description = "wrk from the host against nginx (1 worker) serving a 4 KB page in the sandbox"
     image = "full"

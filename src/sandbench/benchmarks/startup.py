@@ -137,6 +137,7 @@ def boot_bound(ctx: RunContext, sb: Sandbox) -> float:
 
 class Startup(Benchmark):
     name = "startup"
+    short = "start"
     converge_on = ("startup_time",)
     description = "prepare until the probe inside connects to the host (s), in phases"
     profiles = {

@@ -45,6 +45,7 @@ def measure(sb: Sandbox, calls: int, timeout: float) -> tuple[Completed, int, in
 
 class Syscall(Benchmark):
     name = "syscall"
+    short = "getpid"
     converge_on = ("getpid_latency",)
     description = "getpid latency inside the sandbox (ns per call)"
     profiles = {

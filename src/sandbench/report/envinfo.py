@@ -40,8 +40,7 @@ def registry_benches() -> tuple[tuple[str, str, str | None], ...]:
     """(name, description, headline metric or None) of every registered benchmark."""
     from sandbench.benchmarks.registry import all_benchmarks
 
-    return tuple((b.name, str(getattr(b, "description", "") or ""),
-                  getattr(b, "headline", None)) for b in all_benchmarks())
+    return tuple((b.name, b.description, b.headline_metric()) for b in all_benchmarks())
 
 
 def converge_metrics() -> dict[str, tuple[str, ...]]:

@@ -21,15 +21,6 @@ from sandbench.report import envinfo
 SEP = " @ "  # between env and host in a merged report's labels
 # Kept for callers that want the list of environment names sandbench knows.
 KNOWN_ENVS: tuple[str, ...] = envinfo.known_env_names()
-# For benchmarks whose module declares no `headline` metric: the paper's number for each.
-HEADLINE_HINTS: dict[str, str] = {
-    "startup": "startup_time", "memory": "private_dirty", "syscall": "getpid_latency",
-    "network": "throughput", "disk": "latency", "cpu": "events_per_second", "mysql": "tps",
-    "nginx": "requests_per_second", "density": "max_sandboxes",
-    "burst": "burst_start_time_p50",
-}
-
-
 def env_colour(env: str) -> str:
     """An environment's colour outside any run (the registry's family shade)."""
     return envinfo.colours([env])[env]
@@ -129,7 +120,7 @@ class RunData:
         """The metric that stands for the benchmark in the summary."""
         metrics = list(dict.fromkeys(c.metric for c in self.cells if c.bench == bench))
         declared = [h for n, _, h in envinfo.registry_benches() if n == bench and h]
-        for want in (*declared, HEADLINE_HINTS.get(bench)):
+        for want in declared:
             if want in metrics:
                 return want
         kinds = {str(s.get("metric")): str(s.get("kind") or "") for s in self.samples
