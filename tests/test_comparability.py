@@ -52,3 +52,21 @@ def test_resume_differences() -> None:
     # An environment the run never recorded: its facts count as differing.
     diffs = comparability.resume_differences(m, m["host"], {"crun": {"version": "1.8"}})
     assert diffs == ["crun version: run has None vs this machine '1.8'"]
+
+
+def test_merge_and_compare_share_one_parameter_rule() -> None:
+    """Issue 27 item 5: a merge of hosts refuses exactly what compare would flag; round
+    settings (what compare ignores) and a benchmark only one host ran do not block a merge."""
+    base = {"plan": {"benches": ["cpu", "disk"],
+                     "params": {"cpu": {"time_s": 10, "rounds": 5, "max_rounds": 8},
+                                "disk": {"size": "64m"}}}}
+    more_rounds = {"plan": {"benches": ["cpu", "disk", "exec"],
+                            "params": {"cpu": {"time_s": 10, "rounds": 9, "max_rounds": 20},
+                                       "disk": {"size": "64m"}, "exec": {"n": 8}}}}
+    longer = {"plan": {"benches": ["cpu"], "params": {"cpu": {"time_s": 600, "rounds": 5}}}}
+    assert comparability.differing_params(base, more_rounds) == []
+    assert comparability.differing_params_among([base, more_rounds], ["h1", "h2"]) == []
+    assert comparability.differing_params_among([base, more_rounds, longer],
+                                                ["h1", "h2", "h3"]) == [
+        "cpu time_s: h1 10 vs h2 10 vs h3 600"]
+    assert comparability.differing_params(base, longer) == ["cpu time_s: A 10 vs B 600"]

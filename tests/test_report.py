@@ -420,13 +420,13 @@ def test_two_runs_of_one_host_are_told_apart(tmp_path: Path) -> None:
 def test_merge_refuses_different_parameters(tmp_path: Path) -> None:
     a = _host_run(tmp_path / "a", "alpha", "6.1", 1, {"disk": {"size": "128M"}})
     b = _host_run(tmp_path / "b", "beta", "6.1", 2, {"disk": {"size": "10G"}})
-    with pytest.raises(UsageError, match=r"disk.size \(alpha: \"128M\", beta: \"10G\"\)"):
+    with pytest.raises(UsageError, match=r"disk size: alpha \"128M\" vs beta \"10G\""):
         load_runs([a, b])
     write_report([a, b], out=tmp_path / "forced", force=True)
     cp = run_cli("report", str(a), str(b), "--out", str(tmp_path / "cli"), timeout=120)
     assert cp.returncode == 2
     lines = cp.stderr.strip().splitlines()
-    assert len(lines) == 1 and "disk.size" in lines[0] and "--force" in lines[0]
+    assert len(lines) == 1 and "disk size" in lines[0] and "--force" in lines[0]
     cp = run_cli("report", str(a), str(b), timeout=120)
     assert cp.returncode == 2 and "needs --out" in cp.stderr
     cp = run_cli("report", str(a), str(b), "--out", str(tmp_path / "cli"), "--force",

@@ -11,7 +11,7 @@ settings may differ: they change how precise a cell is, not what it measures.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 #: Facts of the machine (meta["host"], hostfacts.host_facts()).
@@ -74,15 +74,25 @@ def plan_params(meta: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 def differing_params(meta_a: Mapping[str, Any], meta_b: Mapping[str, Any]) -> list[str]:
     """Parameters of the benchmarks both runs planned that differ, as
     'cpu time_s: A 10 vs B 600'. Round counts and adaptive-rounds settings are ignored."""
-    pa, pb = plan_params(meta_a), plan_params(meta_b)
-    benches_a = set((meta_a.get("plan") or {}).get("benches") or pa)
-    benches_b = set((meta_b.get("plan") or {}).get("benches") or pb)
+    return differing_params_among([meta_a, meta_b], ["A", "B"])
+
+
+def differing_params_among(metas: Sequence[Mapping[str, Any]],
+                           labels: Sequence[str]) -> list[str]:
+    """The one parameter comparison (compare, resume, a merge of hosts): parameters of the
+    benchmarks every run planned that differ between any two, as
+    'cpu time_s: host1 10 vs host2 600'; round settings ignored. A benchmark only some runs
+    planned is no difference: a merged report shows it for those hosts."""
+    plans = [plan_params(m) for m in metas]
+    planned = [set((m.get("plan") or {}).get("benches") or p)
+               for m, p in zip(metas, plans, strict=True)]
     out = []
-    for bench in sorted(benches_a & benches_b):
-        a, b = pa.get(bench, {}), pb.get(bench, {})
-        for k in sorted(set(a) | set(b)):
-            if not _same(a.get(k), b.get(k)):
-                out.append(f"{bench} {k}: A {_show(a, k)} vs B {_show(b, k)}")
+    for bench in sorted(set.intersection(*planned) if planned else set()):
+        ps = [p.get(bench, {}) for p in plans]
+        for k in sorted(set().union(*ps)):
+            if any(not _same(ps[0].get(k), q.get(k)) for q in ps[1:]):
+                out.append(f"{bench} {k}: " + " vs ".join(
+                    f"{lab} {_show(q, k)}" for lab, q in zip(labels, ps, strict=True)))
     return out
 
 

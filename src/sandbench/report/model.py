@@ -7,14 +7,13 @@ is taken against the baseline of the same host, and figures group by host.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sandbench import results, stats
+from sandbench import comparability, results, stats
 from sandbench.errors import UsageError
 from sandbench.report import envinfo
 
@@ -148,24 +147,6 @@ def host_labels(metas: Sequence[dict[str, Any]], dirs: Sequence[Path]) -> list[s
     return [o if out.count(o) == 1 else f"{o}#{i + 1}" for i, o in enumerate(out)]
 
 
-def param_differences(metas: Sequence[dict[str, Any]], labels: Sequence[str]) -> list[str]:
-    """"bench.param (host1: v1, host2: v2)" for every benchmark parameter the runs differ in."""
-    plans = [m.get("plan", {}).get("params", {}) or {} for m in metas]
-    benches = sorted({b for p in plans for b in p})
-    diffs = []
-    for b in benches:
-        keys = sorted({k for p in plans for k in (p.get(b) or {})})
-        if not all(b in p for p in plans):
-            keys = keys or ["(benchmark absent)"]
-        for k in keys:
-            vals = [json.dumps((p.get(b) or {}).get(k), sort_keys=True) if b in p else "absent"
-                    for p in plans]
-            if len(set(vals)) > 1:
-                diffs.append(f"{b}.{k} (" + ", ".join(
-                    f"{h}: {v}" for h, v in zip(labels, vals, strict=True)) + ")")
-    return diffs
-
-
 def _fold(records: list[dict[str, Any]], label_of: dict[str, str], host: str,
           i: int) -> list[dict[str, Any]]:
     out = []
@@ -187,7 +168,7 @@ def load_runs(directories: Sequence[Path], baseline: str = "host", out: Path | N
     hosts = host_labels(metas, dirs) if len(dirs) > 1 else [
         str(metas[0].get("host", {}).get("hostname") or dirs[0].name)]
     if len(dirs) > 1 and not force:
-        diffs = param_differences(metas, hosts)
+        diffs = comparability.differing_params_among(metas, hosts)
         if diffs:
             raise UsageError("these runs differ in benchmark parameters: " + "; ".join(diffs)
                              + "; pass --force to merge them anyway")
