@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandbench import paths
-from sandbench.environments.base import Limits
 from sandbench.errors import SandboxError
+from sandbench.sandbox_values import Limits
 
 ROOT = Path("/sys/fs/cgroup")
 #: The parent of every cgroup the tool makes, in every hierarchy.

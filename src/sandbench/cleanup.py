@@ -26,7 +26,7 @@ import psutil
 
 from sandbench import cgroups, net, paths, procs
 from sandbench.cgroups import remove_empty_cgroups
-from sandbench.environments.base import Leftover
+from sandbench.sandbox_values import Leftover
 
 __all__ = ["CleanReport", "Leftover", "cgroup_dirs", "clean", "find_leftovers",
            "remove_empty_cgroups"]

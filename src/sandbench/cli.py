@@ -163,7 +163,7 @@ def cmd_doctor(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_image(args: argparse.Namespace, console: Console) -> int:
-    from sandbench.images.base import get_builder
+    from sandbench.images import get_builder
 
     builder = get_builder(args.name)
     img = builder.ensure(force=args.force, progress=lambda m: console.print(f"  {m}"))

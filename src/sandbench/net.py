@@ -21,8 +21,8 @@ from functools import partial
 from pathlib import Path
 
 from sandbench import paths, procs
-from sandbench.environments.base import Leftover
 from sandbench.errors import SandboxError, StepTimeout, command_evidence
+from sandbench.sandbox_values import Leftover
 
 IP_TIMEOUT = 20.0
 

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from sandbench import paths, procs, settings
-from sandbench.environments.base import Leftover
 from sandbench.errors import SandboxError, UsageError
+from sandbench.sandbox_values import Leftover
 
 DEFAULT_ROOT = Path("/var/lib/sandbench/volumes")
 VOLUME_ROOT = Path(settings.value("SANDBENCH_VOLUME_DIR") or str(DEFAULT_ROOT))

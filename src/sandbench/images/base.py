@@ -16,7 +16,6 @@ from importlib import resources
 from pathlib import Path
 
 from sandbench import paths
-from sandbench.errors import UsageError
 
 HELPERS = ("probe", "syscall")
 
@@ -148,35 +147,7 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-_BUILDERS: dict[str, Callable[[], ImageBuilder]] = {}
-
-
-def register(name: str) -> Callable[[Callable[[], ImageBuilder]], Callable[[], ImageBuilder]]:
-    def deco(factory: Callable[[], ImageBuilder]) -> Callable[[], ImageBuilder]:
-        if name in _BUILDERS:
-            raise RuntimeError(f"image {name} registered twice")
-        _BUILDERS[name] = factory
-        return factory
-
-    return deco
-
-
-def image_names() -> list[str]:
-    _load()
-    return sorted(_BUILDERS)
-
-
 #: Image keys computed in this process, by builder class.
 _KEYS: dict[type, str] = {}
 
 
-def get_builder(name: str) -> ImageBuilder:
-    _load()
-    if name not in _BUILDERS:
-        raise UsageError(f"unknown image {name!r}; known: {', '.join(sorted(_BUILDERS))}")
-    return _BUILDERS[name]()
-
-
-def _load() -> None:
-    # Import for the side effect of registration.
-    from sandbench.images import full, minimal  # noqa: F401

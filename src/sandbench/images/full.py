@@ -20,7 +20,6 @@ from sandbench.images.base import (
     build_helpers,
     gcc_version,
     helper_source,
-    register,
 )
 
 SUITE = "bookworm"
@@ -123,8 +122,3 @@ class FullImage(ImageBuilder):
         progress("devloop inputs (pinned wheels, Lua source), sha256 checked")
         devloop_inputs.install(rootfs, debian_mirror())
         (rootfs / "data").mkdir(exist_ok=True)
-
-
-@register("full")
-def _factory() -> ImageBuilder:
-    return FullImage()

@@ -15,7 +15,6 @@ from sandbench.images.base import (
     file_digest,
     gcc_version,
     helper_source,
-    register,
 )
 
 BUSYBOX = Path("/bin/busybox")
@@ -55,8 +54,3 @@ class MinimalImage(ImageBuilder):
         (rootfs / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
         (rootfs / "etc" / "group").write_text("root:x:0:\n")
         (rootfs / "etc" / "hosts").write_text("127.0.0.1 localhost\n")
-
-
-@register("minimal")
-def _factory() -> ImageBuilder:
-    return MinimalImage()

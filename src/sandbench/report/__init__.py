@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from sandbench.report.figures import Figure, write_figures
+from sandbench.report.all_figures import write_figures
+from sandbench.report.figures import Figure
 from sandbench.report.html import render_html
 from sandbench.report.markdown import render_markdown
 from sandbench.report.model import RunData, load_run, load_runs

@@ -46,7 +46,6 @@ HINTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "mysql": ("MySQL (sysbench OLTP)", "MySQL throughput and latency", ("tps", "latency_avg")),
     "nginx": ("Nginx static page (wrk)", "Nginx requests/s", ("requests_per_second",)),
 }
-OWN_FIGURES = frozenset({"density", "burst"})  # drawn by figures_extra
 
 
 @dataclass(frozen=True)
@@ -268,18 +267,3 @@ def bench_figures(run: RunData, outdir: Path, bench: str) -> list[Figure]:
                           caption_for(run, bench, list(dict.fromkeys(m for m, _ in group)),
                                       unit, scale, flat)))
     return out
-
-
-def write_figures(run: RunData, outdir: Path) -> list[Figure]:
-    """Every figure the run has data for, benchmarks in the run's order."""
-    from sandbench.report import figures_extra
-
-    outdir.mkdir(parents=True, exist_ok=True)
-    for old in outdir.glob("*.png"):  # figures/ is the report's own: drop a past report's
-        old.unlink()
-    made: list[Figure] = []
-    for bench in run.bench_order:
-        if bench not in OWN_FIGURES:
-            made += bench_figures(run, outdir, bench)
-    made += figures_extra.extra_figures(run, outdir)
-    return made

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandbench.environments.base import Completed
 from sandbench.errors import SandboxError, StepTimeout
+from sandbench.sandbox_values import Completed
 
 HEADER = struct.Struct(">BIIII")
 REPLY = struct.Struct(">BIiI")

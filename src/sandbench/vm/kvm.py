@@ -20,8 +20,8 @@ from pathlib import Path
 from sandbench import settings
 from sandbench.binaries import version_of
 from sandbench.environments import probe_cache
-from sandbench.environments.base import Availability
 from sandbench.errors import SandboxError
+from sandbench.sandbox_values import Availability
 from sandbench.vm import initramfs, kernel
 
 QEMU = "qemu-system-x86_64"
