@@ -287,8 +287,10 @@ def check_record(rec: Any, where: str) -> dict[str, Any]:
         if not _type_ok(hint, rec[name]):
             raise SchemaError(f"{where}: {kind} field {name!r} must be {_wanted(hint)}, got "
                               f"{_describe(rec[name])}")
-    if "round" in rec and rec["round"] < 0:
-        raise SchemaError(f"{where}: {kind} field 'round' must be 0 or more, got {rec['round']}")
+    low = -1 if kind == "failure" else 0  # a failure of a session's teardown has round -1
+    if "round" in rec and rec["round"] < low:
+        raise SchemaError(f"{where}: {kind} field 'round' must be {low} or more, got "
+                          f"{rec['round']}")
     raw = rec.get("raw")
     if raw is not None and not safe_relative(raw):
         raise SchemaError(f"{where}: {kind} field 'raw' must be a path inside the results "

@@ -71,7 +71,7 @@ def stop_all(boxes: list[Sandbox]) -> list[dict[str, Any]]:
             sb.stop()
         except Exception as exc:  # noqa: BLE001 - each stop is tried; all are reported
             return {"sandbox": sb.name, "error": str(exc),
-                    "evidence": getattr(exc, "evidence", {})}
+                    "evidence": exc.evidence if isinstance(exc, SandboxError) else {}}
         return None
 
     with ThreadPoolExecutor(max_workers=8) as pool:
