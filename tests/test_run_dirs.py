@@ -21,7 +21,7 @@ def test_default_dirs_of_runs_started_in_the_same_second_differ(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     ns = argparse.Namespace(out=None, profile="quick")
-    made = {_make_out(ns, False) for _ in range(3)}
+    made = {_make_out(ns) for _ in range(3)}
     assert len(made) == 3, made
     assert all(p.is_dir() and p.parent == Path("results") for p in made)
 
@@ -63,3 +63,31 @@ def test_resume_refuses_another_machines_run_unless_forced(tmp_path: Path) -> No
     assert kept["host"]["machine_id"] == "0123456789abcdef0123456789abcdef", \
         "a resume keeps the host facts the run began with"
     assert kept["resumed_host"][-1]["machine_id"] != kept["host"]["machine_id"]
+
+
+def test_resume_rebuilds_the_plan_from_meta_as_data(tmp_path: Path) -> None:
+    """Issue 27 item 3: the plan a resume runs is the stored one, rebuilt once from meta.json
+    (no flags in between): it describes itself exactly as the run recorded it; an
+    environment the run had that this sandbench does not know is refused in one line."""
+    from sandbench.benchmarks.registry import all_benchmarks
+    from sandbench.environments.registry import all_environments
+    from sandbench.study import resume_plan
+
+    env_or_skip("host")
+    out = tmp_path / "run"
+    cp = run_cli("run", "--env", "host", "--bench", "syscall,cpu", "--rounds", "2",
+                 "--no-report", "--out", str(out), timeout=300)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    meta = json.loads((out / "meta.json").read_text())
+    plan = resume_plan(meta, all_environments(), all_benchmarks())
+    got = json.loads(json.dumps(plan.describe(), default=str))
+    assert got == json.loads(json.dumps(meta["plan"], default=str))
+    meta.pop("finished")
+    meta["plan"]["envs"] = ["host", "vmware"]
+    (out / "meta.json").write_text(json.dumps(meta))
+    before = (out / "results.jsonl").read_bytes()
+    cp = run_cli("run", "--resume", str(out), timeout=120)
+    lines = cp.stderr.strip().splitlines()
+    assert cp.returncode == 2 and len(lines) == 1, cp.stderr
+    assert "environment 'vmware' is not one this sandbench knows" in lines[0]
+    assert (out / "results.jsonl").read_bytes() == before

@@ -277,17 +277,14 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from sandbench.study import Runner
-
-    previous = None
     if args.resume:
-        previous = _resume_args(args)
+        return _cmd_resume(args, console)
     where: list[Path] = []
 
     def before_probes() -> None:
         # Every input is valid by now: make the results directory, then look for leftovers
         # (before any probe can create a sandbox of its own).
-        where.append(_make_out(args, previous is not None))
+        where.append(_make_out(args))
         _warn_leftovers(console)
 
     try:
@@ -297,15 +294,39 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
                 "no environment is available on this machine; run `sandbench doctor`")
     except UsageError:
         # Nothing half-written: a results directory made for this run goes again.
-        if where and previous is None:
+        if where:
             with contextlib.suppress(OSError):
                 where[0].rmdir()  # only if still empty
         raise
     out = where[0]
-    if previous is not None:
-        _check_resume(previous, plan)
     for n in notes:
         console.print(f"[yellow]{n}")
+    return _run_plan(plan, out, args, console, None)
+
+
+def _cmd_resume(args: argparse.Namespace, console: Console) -> int:
+    """The stored plan, rebuilt from meta.json (study.resume_plan), run on in its directory;
+    flags given again must say what the run's plan says."""
+    from sandbench.benchmarks.registry import all_benchmarks
+    from sandbench.environments.registry import all_environments
+    from sandbench.study import resume_meta, resume_plan
+
+    if args.study:
+        raise UsageError("--resume takes the plan from the run; do not give --study")
+    given = {"--profile": args.profile, "--env": args.env, "--bench": args.bench,
+             "--rounds": args.rounds, "--baseline": args.baseline, "--out": args.out}
+    out = Path(args.resume)
+    meta, _ = resume_meta(out, given, force=args.force)
+    _warn_leftovers(console)  # before any availability probe, as for a new run
+    plan = resume_plan(meta, all_environments(), all_benchmarks())
+    args.baseline = plan.baseline
+    return _run_plan(plan, out, args, console, meta)
+
+
+def _run_plan(plan: Any, out: Path, args: argparse.Namespace, console: Console,
+              previous: dict[str, Any] | None) -> int:
+    from sandbench.study import Runner
+
     console.print(f"results: {out}")
     runner = Runner(plan, out, console, previous=previous)
     try:
@@ -340,10 +361,10 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _make_out(args: argparse.Namespace, resuming: bool) -> Path:
+def _make_out(args: argparse.Namespace) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.out) if args.out else Path("results") / f"{stamp}-{args.profile}"
-    if not resuming and not args.out:
+    if not args.out:
         # Two runs started in the same second: mkdir without exist_ok is the arbiter, the
         # second takes the next free suffix, so no two runs ever share a directory.
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -355,15 +376,14 @@ def _make_out(args: argparse.Namespace, resuming: bool) -> Path:
             except FileExistsError:
                 n += 1
                 out = base.with_name(f"{base.name}-{n}")
-    if not resuming:
-        try:
-            out.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.chmod(out, 0o700)  # results may name hosts and versions: owner only
-            probe = out / ".write-test"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as e:
-            raise UsageError(f"--out {str(out)!r} is not writable: {e.strerror}") from None
+    try:
+        out.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(out, 0o700)  # results may name hosts and versions: owner only
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"--out {str(out)!r} is not writable: {e.strerror}") from None
     return out
 
 
@@ -381,30 +401,6 @@ def _internal_error(out: Path, exc: BaseException) -> int:
         f"({type(exc).__name__}: {str(exc).strip()[:300]}); traceback in {log}; every "
         f"finished sample is kept; resume with: sandbench run --resume {out}\n")
     return 1
-
-
-def _resume_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Load the run to resume (study.resume_meta decides); its plan replaces the flags."""
-    from sandbench.study import resume_meta
-
-    if args.study:
-        raise UsageError("--resume takes the plan from the run; do not give --study")
-    given = {"--profile": args.profile, "--env": args.env, "--bench": args.bench,
-             "--rounds": args.rounds, "--baseline": args.baseline, "--out": args.out}
-    meta, stored = resume_meta(Path(args.resume), given, force=args.force)
-    args.profile = stored["--profile"]
-    args.env = stored["--env"]
-    args.bench = stored["--bench"]
-    args.rounds = stored["--rounds"]
-    args.baseline = stored["--baseline"]
-    args.out = str(args.resume)
-    return meta
-
-
-def _check_resume(meta: dict[str, Any], plan: Any) -> None:
-    from sandbench.study import apply_resume
-
-    apply_resume(meta, plan)
 
 
 def _warn_leftovers(console: Console) -> None:

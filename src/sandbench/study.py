@@ -227,24 +227,53 @@ def resume_meta(
     return meta, stored
 
 
-def apply_resume(meta: dict[str, Any], plan: Plan) -> None:
-    """Make `plan` the stored one and refuse when this machine or its runtimes would not
-    give comparable cells (the checked facts are comparability's, shared with compare)."""
+def resume_plan(meta: dict[str, Any], envs: Sequence[Environment],
+                benches: Sequence[Benchmark]) -> Plan:
+    """The stored plan, rebuilt once from meta.json as data (no flags in between): the same
+    environments, benchmarks, parameters, rounds, timeouts, seed, seccomp and budget. Refused
+    (UsageError) when an environment or benchmark of the run is unknown or unavailable here,
+    or when this machine or its runtimes would not give comparable cells (the checked facts
+    are comparability's, shared with compare)."""
     from sandbench.comparability import resume_differences
     from sandbench.errors import UsageError
 
-    diffs = resume_differences(meta, host_facts(), {e.name: e.facts() for e in plan.envs})
+    stored = meta["plan"]
+    by_env = {e.name: e for e in envs}
+    by_bench = {b.name: b for b in benches}
+    chosen = []
+    for name in stored["envs"]:
+        if name not in by_env:
+            raise UsageError(f"--resume: the run's environment {name!r} is not one this "
+                             f"sandbench knows; known: {', '.join(by_env)}")
+        av = by_env[name].available()
+        if not av.ok:
+            raise UsageError(f"--resume: the run's environment {name!r} is not available "
+                             f"here: {av.reason}")
+        chosen.append(by_env[name])
+    unknown = [b for b in stored["benches"] if b not in by_bench]
+    if unknown:
+        raise UsageError(f"--resume: the run's benchmark {unknown[0]!r} is not one this "
+                         f"sandbench knows; known: {', '.join(by_bench)}")
+    diffs = resume_differences(meta, host_facts(), {e.name: e.facts() for e in chosen})
     if diffs:
         raise UsageError("--resume: " + "; ".join(diffs))
-    stored = meta["plan"]
-    # The stored parameters are the plan: resume measures exactly what the run began.
-    plan.overrides = stored["params"]
-    plan.timeouts = stored.get("timeouts", {})
-    plan.seed = int(stored.get("seed", plan.seed))
-    plan.seccomp = stored.get("seccomp", "default") != "off"
     adaptive = stored.get("adaptive") or {}
-    if "budget_s" in adaptive:
-        plan.budget_s = adaptive["budget_s"]
+    plan = Plan(
+        profile=str(meta["profile"]),
+        envs=chosen,
+        benches=[by_bench[b] for b in stored["benches"]],
+        rounds_override=stored.get("rounds_override"),
+        unavailable=dict(meta.get("unavailable") or {}),
+        baseline=str(meta.get("baseline") or "host"),
+        # The stored parameters are the plan: resume measures exactly what the run began.
+        overrides=stored["params"],
+        timeouts=stored.get("timeouts", {}),
+        budget_s=adaptive.get("budget_s"),
+        seccomp=stored.get("seccomp", "default") != "off",
+    )
+    if "seed" in stored:
+        plan.seed = int(stored["seed"])
+    return plan
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
