@@ -158,3 +158,73 @@ def test_every_environment_declares_its_isolation_class() -> None:
             assert env.isolation_class == "VM", env.name
     by_name = {e.name: e.isolation_class for e in all_environments()}
     assert by_name["host"] == "host" and by_name["runc"] == "container"
+
+
+def test_registered_benchmark_appears_in_report_without_touching_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 27 item 4: a benchmark declares its presentation (title, paper figure, figure
+    metrics, headline, short) and the report's heatmap, figures, CSV and the terminal
+    summary show it, with no list under report/ to edit."""
+    from contextlib import contextmanager
+
+    from sandbench.benchmarks import registry as benches
+    from sandbench.benchmarks.base import Benchmark
+    from sandbench.report import write_report
+    from sandbench.report.model import load_run
+    from sandbench.report.summary import heatmap
+    from tests.reportdata import meta, sample, write_run
+
+    class Widgets(Benchmark):
+        name = "widgets"
+        description = "widgets a sandbox makes per second"
+        headline = "widgets_per_second"
+        short = "wdg"
+        title = "Widget throughput (a test's benchmark)"
+        figure_metrics = ("widgets_per_second",)
+        profiles = {"quick": {"rounds": 5}, "paper": {"rounds": 5}}
+
+        @contextmanager
+        def session(self, env, ctx, params):  # type: ignore[no-untyped-def, override]
+            yield lambda rnd: []
+
+    benches.register(Widgets())
+    try:
+        recs = [sample(e, "widgets", m, v * (1 + 0.01 * r), "1/s", r, kind="rate")
+                for e, v in (("host", 100.0), ("runc", 50.0)) for r in range(6)
+                for m in ("widgets_per_second", "gadgets")]
+        d = write_run(tmp_path / "run", recs, meta(["host", "runc"], profile="quick"))
+        run = load_run(d)
+        assert run.headline("widgets") == "widgets_per_second"
+        heat = heatmap(run)
+        assert [c.bench for c in heat["columns"]] == ["widgets"]
+        assert heat["columns"][0].metric == "widgets_per_second"
+        write_report(d)
+        assert "Widget throughput (a test's benchmark)" in (d / "report.md").read_text()
+        assert any("widgets" in p.name for p in (d / "figures").glob("*.png"))
+        assert "widgets_per_second" in (d / "summary.csv").read_text()
+        assert main(["report", str(d), "--terminal"]) == 0
+        out = capsys.readouterr().out
+        assert "wdg" in out and "wdg: widgets_per_second (1/s, higher is better)" in " ".join(
+            out.split())
+    finally:
+        benches.unregister("widgets")
+    assert "widgets" not in benches.names()
+
+
+def test_every_environment_declares_its_paper_lineage() -> None:
+    """The scorecard compares versions with the paper's by the lineage an environment
+    declares (journaled in its facts), never by its name."""
+    from sandbench.report.scorecard import PAPER_VERSIONS, likely_cause
+
+    got = {e.name: e.paper_lineage for e in registry.all_environments()}
+    assert set(got.values()) <= {"", *PAPER_VERSIONS}
+    assert got["runc"] == got["docker"] == "runc" and got["crun"] == got["podman"] == ""
+    assert got["gvisor-ptrace"] == got["docker-gvisor-systrap"] == got["podman-gvisor"]
+    assert got["gvisor-ptrace"] == "gvisor" and got["qemu-vm"] == "qemu"
+    assert got["kata-qemu"] == "kata" and got["firecracker"] == "firecracker"
+    assert got["bubblewrap"] == got["host"] == ""
+    # A renamed environment keeps its lineage from the facts its run recorded.
+    meta = {"host": {}, "environments": {"my-sandbox": {"version": "runsc release-20250101",
+                                                        "paper_lineage": "gvisor"}}}
+    assert "gVisor 20250101 is 5.0 years newer" in likely_cause(["my-sandbox"], meta)

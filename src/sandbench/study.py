@@ -560,7 +560,8 @@ class Runner:
         # Asked once: versions and settings do not change during a run, and asking every
         # runtime and QEMU again when the run ends cost several seconds.
         if self._facts is None:
-            self._facts = {e.name: {**e.facts(), "isolation_class": e.isolation_class}
+            self._facts = {e.name: {**e.facts(), "isolation_class": e.isolation_class,
+                                    "paper_lineage": e.paper_lineage}
                            for e in self.plan.envs}
         return self._facts
 

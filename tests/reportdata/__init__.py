@@ -70,7 +70,9 @@ def meta(envs: list[str], kernel: str = "6.1.0-test", versions: dict[str, str] |
         "host": {"kernel": kernel, "cpu_model": "Test CPU i7-9750H", "cores": 12,
                  "memory_mib": 32000, "virtualized": virtualized,
                  "hypervisor": "kvm" if virtualized else None},
-        "environments": {e: {"version": versions.get(e, "1.0"), "binary": f"/usr/bin/{e}"}
+        # as a run records them: gVisor environments name their platform
+        "environments": {e: {"version": versions.get(e, "1.0"), "binary": f"/usr/bin/{e}",
+                             **({"platform": e.rsplit("-", 1)[1]} if "gvisor-" in e else {})}
                          for e in envs},
         "unavailable": unavailable or {},
         "baseline": "host",

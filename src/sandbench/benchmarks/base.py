@@ -77,6 +77,13 @@ class Benchmark(ABC):
     headline_params: dict[str, Any] = {}
     #: A column title of a few characters for the terminal summary (default: the name).
     short: str = ""
+    #: How the report presents it: the figure's title (default: from the name), the paper's
+    #: figure it reproduces ("" for none), the metrics its figure draws (default: the
+    #: headline), and whether report/figures_extra draws figures of its own instead.
+    title: str = ""
+    paper_figure: str = ""
+    figure_metrics: tuple[str, ...] = ()
+    own_figures: bool = False
 
     def headline_metric(self) -> str | None:
         return self.headline or (self.converge_on[0] if self.converge_on else None)

@@ -33,6 +33,7 @@ BARRIER_TIMEOUT_S = 60.0
 class Burst(Benchmark):
     name = "burst"
     short = "burst"
+    own_figures = True  # report/figures_extra: the ramp, the burst
     converge_on = ("burst_start_time_p50",)
     description = "K sandboxes started at once: start time to network up (s), starts/s"
     #: Not in the default study (it would not fit the quick budget); --bench burst.

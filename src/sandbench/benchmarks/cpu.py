@@ -32,6 +32,8 @@ def sysbench_cpu_argv(max_prime: int, threads: int, time_s: int) -> list[str]:
 class Cpu(Benchmark):
     name = "cpu"
     short = "cpu"
+    title = "CPU (sysbench primes)"
+    paper_figure = "CPU events"
     converge_on = ("events_per_second",)
     description = "sysbench cpu (primes up to 200,000, 1 thread): events per second and total"
     image = "full"

@@ -82,6 +82,7 @@ def spread(n: int, m: int) -> list[int]:
 class Density(Benchmark):
     name = "density"
     short = "density"
+    own_figures = True  # report/figures_extra: the ramp, the burst
     converge_on = ("max_sandboxes",)
     description = "idle sandboxes started one after another until a limit: how many fit"
     #: Not in the default study: a ramp is long; run it with --bench density.

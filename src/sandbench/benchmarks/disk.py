@@ -118,6 +118,9 @@ def latency_extra(job: FioJob) -> dict[str, Any]:
 class Disk(Benchmark):
     name = "disk"
     short = "fio"
+    title = "Disk I/O latency"
+    paper_figure = "fio latency (box plots)"
+    figure_metrics = ("latency",)
     converge_on = ("latency",)
     #: The paper's Figure 5 cell that the README's table quotes.
     headline_params = {"pattern": "randread", "bs": "16k"}

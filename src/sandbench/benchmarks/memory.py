@@ -81,6 +81,9 @@ def stop_all(boxes: list[Sandbox]) -> list[dict[str, Any]]:
 class Memory(Benchmark):
     name = "memory"
     short = "memory"
+    title = "Memory footprint per sandbox"
+    paper_figure = "memory footprint"
+    figure_metrics = ("private_dirty",)
     converge_on = ("private_dirty",)
     description = "private dirty and PSS memory per idle sandbox (MiB)"
     profiles = {

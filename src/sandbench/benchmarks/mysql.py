@@ -174,6 +174,9 @@ class _Server:
 class Mysql(Benchmark):
     name = "mysql"
     short = "oltp"
+    title = "MySQL (sysbench OLTP)"
+    paper_figure = "MySQL throughput and latency"
+    figure_metrics = ("tps", "latency_avg")
     converge_on = ("tps",)
     description = "sysbench OLTP 70/20/10 mix from the host against MariaDB in the sandbox"
     image = "full"

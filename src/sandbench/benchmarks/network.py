@@ -80,6 +80,9 @@ class Iperf3Server:
 class Network(Benchmark):
     name = "network"
     short = "iperf3"
+    title = "TCP throughput, host to sandbox (iperf3)"
+    paper_figure = "network throughput"
+    figure_metrics = ("throughput",)
     converge_on = ("throughput",)
     description = "iperf3 TCP throughput, one stream from the host into the sandbox (Gbit/s)"
     image = "full"

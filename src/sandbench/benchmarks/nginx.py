@@ -120,6 +120,9 @@ def fetch(url: str, timeout: float = 2.0) -> bytes | None:
 class Nginx(Benchmark):
     name = "nginx"
     short = "nginx"
+    title = "Nginx static page (wrk)"
+    paper_figure = "Nginx requests/s"
+    figure_metrics = ("requests_per_second",)
     converge_on = ("requests_per_second",)
     description = "wrk from the host against nginx (1 worker) serving a 4 KB page in the sandbox"
     image = "full"

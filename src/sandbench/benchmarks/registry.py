@@ -1,4 +1,5 @@
-"""Benchmarks by name, in the paper's order."""
+"""Benchmarks by name, in the paper's order, then any registered by register() (tests, a
+plugin): the report, the CLI and study files read them from here only."""
 
 from __future__ import annotations
 
@@ -16,12 +17,25 @@ from sandbench.benchmarks.nginx import Nginx
 from sandbench.benchmarks.startup import Startup
 from sandbench.benchmarks.syscall import Syscall
 
+_EXTRA: list[Benchmark] = []
+
+
+def register(bench: Benchmark) -> None:
+    if bench.name in names():
+        raise RuntimeError(f"benchmark {bench.name!r} registered twice")
+    _EXTRA.append(bench)
+
+
+def unregister(name: str) -> None:
+    _EXTRA[:] = [b for b in _EXTRA if b.name != name]
+
 
 def all_benchmarks() -> list[Benchmark]:
     benches: list[Benchmark] = [Startup(), Memory(), Syscall(), Network(), Disk(), Cpu()]
     benches += [Mysql(), Nginx()]
     benches += [Devloop()]  # after the paper's eight
     benches += [Density(), Burst(), Exec()]  # default = False: only when named (--bench)
+    benches += _EXTRA
     names = [b.name for b in benches]
     if len(set(names)) != len(names):
         raise RuntimeError(f"benchmark names registered twice: {names}")

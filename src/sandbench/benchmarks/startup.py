@@ -138,6 +138,9 @@ def boot_bound(ctx: RunContext, sb: Sandbox) -> float:
 class Startup(Benchmark):
     name = "startup"
     short = "start"
+    title = "Startup time"
+    paper_figure = "startup time (box plot)"
+    figure_metrics = ("startup_time",)
     converge_on = ("startup_time",)
     description = "prepare until the probe inside connects to the host (s), in phases"
     profiles = {

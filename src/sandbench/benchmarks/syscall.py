@@ -46,6 +46,9 @@ def measure(sb: Sandbox, calls: int, timeout: float) -> tuple[Completed, int, in
 class Syscall(Benchmark):
     name = "syscall"
     short = "getpid"
+    title = "getpid() latency"
+    paper_figure = "system call latency"
+    figure_metrics = ("getpid_latency",)
     converge_on = ("getpid_latency",)
     description = "getpid latency inside the sandbox (ns per call)"
     profiles = {

@@ -248,6 +248,10 @@ class Environment(ABC):
     #: One of "host", "process sandbox", "container", "user-space kernel",
     #: "system container", "VM" (agreed contract; the report groups rows by it).
     isolation_class: str = "container"
+    #: The runtime of the paper this environment measures ("runc", "gvisor", "kata", "qemu",
+    #: "firecracker"; the paper's Docker ran runc), "" for one the paper did not run: the
+    #: scorecard compares its version with the paper's when a claim does not hold.
+    paper_lineage: str = ""
     #: Why this environment has no native way to run a command in a running sandbox
     #: (the exec benchmark then says "not applicable" with it); "" = it has one.
     exec_not_applicable: str = ""

@@ -67,11 +67,13 @@ class DockerEnvironment(Environment):
             self.name = "docker"
             self.description = "Docker Engine, default runtime (runc)"
             self.runtime = "runc"
+            self.paper_lineage = "runc"  # the paper's Docker ran runc
         else:
             self.name = f"docker-gvisor-{platform}"
             self.description = f"Docker Engine with gVisor runsc, {platform} platform, netstack"
             self.family = "gvisor"
             self.isolation_class = "user-space kernel"
+            self.paper_lineage = "gvisor"
             self.runtime = runtime_name(platform)
         self.daemon = DAEMON
 

@@ -91,6 +91,7 @@ def vm_config(
 
 class FirecrackerEnvironment(AgentVmEnvironment):
     name = "firecracker"
+    paper_lineage = "firecracker"
     description = "Firecracker microVM (user-installed binary and kernel), vsock agent, tap"
     default_memory_mib = MEMORY_MIB
     default_boot_timeout_s = BOOT_TIMEOUT_S

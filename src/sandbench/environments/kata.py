@@ -195,6 +195,7 @@ class KataEnvironment(Environment):
     family = "vm"
     #: Container-in-VM; the VM is the isolation boundary.
     isolation_class = "VM"
+    paper_lineage = "kata"
 
     def __init__(self, variant: KataVariant) -> None:
         self.v = variant

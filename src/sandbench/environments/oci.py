@@ -101,6 +101,8 @@ class OciEnvironment(Environment):
         self.family = variant.family
         # gVisor variants run on a user-space kernel; runc and crun are containers.
         self.isolation_class = "user-space kernel" if variant.family == "gvisor" else "container"
+        self.paper_lineage = {"gvisor": "gvisor"}.get(variant.family,
+                                                      "runc" if variant.name == "runc" else "")
 
     # -- discovery -------------------------------------------------------------------------
     def binary_path(self) -> str | None:

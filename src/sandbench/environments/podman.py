@@ -294,6 +294,7 @@ class PodmanEnvironment(Environment):
             )
             self.family = "gvisor"
             self.isolation_class = "user-space kernel"
+            self.paper_lineage = "gvisor"
         else:
             self.name = "podman"
             self.description = "Podman (Debian), default runtime crun"

@@ -79,6 +79,7 @@ class QemuEnvironment(AgentVmEnvironment):
         self.m = machine
         self.name = machine.name
         self.description = machine.description
+        self.paper_lineage = "qemu"
         self.default_memory_mib = machine.memory_mib
         self.default_boot_timeout_s = machine.boot_timeout_s
 

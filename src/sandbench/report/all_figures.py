@@ -6,12 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sandbench.report import figures, figures_extra
+from sandbench.report import envinfo, figures, figures_extra
 from sandbench.report.figures import Figure
 from sandbench.report.model import RunData
-
-#: Benchmarks whose figures figures_extra draws instead of the one-per-benchmark figure.
-OWN_FIGURES = frozenset({"density", "burst"})
 
 
 def write_figures(run: RunData, outdir: Path) -> list[Figure]:
@@ -21,7 +18,7 @@ def write_figures(run: RunData, outdir: Path) -> list[Figure]:
         old.unlink()
     made: list[Figure] = []
     for bench in run.bench_order:
-        if bench not in OWN_FIGURES:
+        if not envinfo.presentation_of(bench).own_figures:  # figures_extra draws those
             made += figures.bench_figures(run, outdir, bench)
     made += figures_extra.extra_figures(run, outdir)
     return made

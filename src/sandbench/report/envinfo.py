@@ -8,6 +8,7 @@ without a change here; one the registry has never heard of still gets a colour o
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -35,12 +36,36 @@ def registry_envs() -> tuple[tuple[str, str], ...]:
     return tuple((e.name, str(getattr(e, "family", "container"))) for e in all_environments())
 
 
-@cache
 def registry_benches() -> tuple[tuple[str, str, str | None], ...]:
     """(name, description, headline metric or None) of every registered benchmark."""
     from sandbench.benchmarks.registry import all_benchmarks
 
     return tuple((b.name, b.description, b.headline_metric()) for b in all_benchmarks())
+
+
+@dataclass(frozen=True)
+class BenchPresentation:
+    """What a benchmark declares of its presentation (benchmarks/base.py)."""
+
+    title: str
+    paper_figure: str
+    figure_metrics: tuple[str, ...]
+    own_figures: bool
+
+
+def bench_presentation() -> dict[str, BenchPresentation]:
+    """Each registered benchmark's title, paper figure, figure metrics and own-figures flag;
+    a benchmark of an old run that is no longer registered gets the defaults."""
+    from sandbench.benchmarks.registry import all_benchmarks
+
+    return {b.name: BenchPresentation(b.title or b.name.replace("_", " ").capitalize(),
+                                      b.paper_figure, tuple(b.figure_metrics), b.own_figures)
+            for b in all_benchmarks()}
+
+
+def presentation_of(bench: str) -> BenchPresentation:
+    return bench_presentation().get(
+        bench, BenchPresentation(bench.replace("_", " ").capitalize(), "", (), False))
 
 
 def converge_metrics() -> dict[str, tuple[str, ...]]:
@@ -61,6 +86,20 @@ def registry_classes() -> dict[str, str]:
     from sandbench.environments.registry import all_environments
 
     return {e.name: str(e.isolation_class) for e in all_environments()}
+
+
+def registry_lineages() -> dict[str, str]:
+    from sandbench.environments.registry import all_environments
+
+    return {e.name: str(e.paper_lineage) for e in all_environments()}
+
+
+def lineage_of(env: str, facts: Mapping[str, Any] | None = None) -> str:
+    """The paper's runtime an environment measures (Environment.paper_lineage): the run's
+    own record first, then the registry's; "" for one the paper did not run."""
+    if facts and isinstance(facts.get("paper_lineage"), str):
+        return str(facts["paper_lineage"])
+    return registry_lineages().get(env, "")
 
 
 def class_of(env: str, facts: Mapping[str, Any] | None = None) -> str:

@@ -33,21 +33,6 @@ MIN_BOX = 5  # fewer samples than this: points and a median bar, no box
 EMULATED_HATCH = "//"
 SPLIT_KEY = "pattern"  # a benchmark with many panels gets one figure per value of this param
 MAX_PANELS = 4
-# Titles and the paper figure for the benchmarks of the paper; any other benchmark gets a
-# figure of its headline metric with a title made from its name.
-HINTS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "startup": ("Startup time", "startup time (box plot)", ("startup_time",)),
-    "memory": ("Memory footprint per sandbox", "memory footprint", ("private_dirty",)),
-    "syscall": ("getpid() latency", "system call latency", ("getpid_latency",)),
-    "network": ("TCP throughput, host to sandbox (iperf3)", "network throughput",
-                ("throughput",)),
-    "disk": ("Disk I/O latency", "fio latency (box plots)", ("latency",)),
-    "cpu": ("CPU (sysbench primes)", "CPU events", ()),
-    "mysql": ("MySQL (sysbench OLTP)", "MySQL throughput and latency", ("tps", "latency_avg")),
-    "nginx": ("Nginx static page (wrk)", "Nginx requests/s", ("requests_per_second",)),
-}
-
-
 @dataclass(frozen=True)
 class Figure:
     name: str  # file stem; the PNG is figures/<name>.png
@@ -222,7 +207,8 @@ def caption_for(run: RunData, bench: str, metrics: Sequence[str], unit: str, sca
 
 
 def bench_figures(run: RunData, outdir: Path, bench: str) -> list[Figure]:
-    title, paper, wanted = HINTS.get(bench, (bench.replace("_", " ").capitalize(), "", ()))
+    shown = envinfo.presentation_of(bench)  # declared by the benchmark
+    title, paper, wanted = shown.title, shown.paper_figure, shown.figure_metrics
     have = {c.metric for c in run.cells if c.bench == bench}
     metrics = [m for m in wanted if m in have]
     if not metrics:

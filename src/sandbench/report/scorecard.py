@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from sandbench import results, stats
+from sandbench.report import envinfo
 
 CLAIMS_FILE = Path(__file__).with_name("claims.toml")
 
@@ -616,17 +617,10 @@ def evaluate_check(cells: Cells, chk: dict[str, Any], rules: Rules) -> list[Chec
 
 # --- likely causes of a claim that does not hold ---------------------------------------------
 
-#: The paper's versions (paper.md, Table 1), by the family an env name belongs to.
+#: The paper's versions (paper.md, Table 1), by the paper's runtime an environment measures
+#: (Environment.paper_lineage, journaled in its facts).
 PAPER_VERSIONS = {"gvisor": "20200115", "runc": "1.0.0", "kata": "1.11.0", "qemu": "4.1",
                   "firecracker": "0.21.1"}
-_VM_FAMILIES = ("qemu", "kata", "firecracker")
-
-
-def _family(env: str) -> str:
-    for fam in ("gvisor", "kata", "qemu", "firecracker"):
-        if fam in env:
-            return fam
-    return "runc"  # docker, runc: the paper's Docker ran runc
 
 
 def _version(text: str, family: str) -> tuple[int, ...] | None:
@@ -638,9 +632,9 @@ def _version(text: str, family: str) -> tuple[int, ...] | None:
 
 
 def _newer(env: str, facts: Mapping[str, Any]) -> str:
-    fam = _family(env)
-    if fam == "runc" and env not in ("docker", "runc"):
-        return ""  # host, crun, podman: the paper ran none of them
+    fam = envinfo.lineage_of(env, facts)
+    if fam not in PAPER_VERSIONS:
+        return ""  # host, crun, podman, the namespace sandboxes: the paper ran none of them
     text = str(facts.get("runtime_version") or facts.get("version") or "")
     now, paper = _version(text, fam), _version(PAPER_VERSIONS[fam], fam)
     if now is None or paper is None:
@@ -664,20 +658,20 @@ def likely_cause(envs: Iterable[str], meta: Mapping[str, Any] | None) -> str:
         return ""
     envs = list(dict.fromkeys(envs))
     host = meta.get("host") or {}
+    env_facts = meta.get("environments") or {}
     causes = []
     if host.get("virtualized") or host.get("virtualization"):
         hv = host.get("hypervisor") or host.get("virtualization")
         hv_txt = f" ({hv})" if isinstance(hv, str) and hv else ""
-        if any("ptrace" in e for e in envs):
+        if any((env_facts.get(e) or {}).get("platform") == "ptrace" for e in envs):
             causes.append(f"this host is itself a VM{hv_txt}, which makes gVisor's ptrace "
                           "platform far costlier (every trap goes through the outer "
                           "hypervisor)")
-        elif any(_family(e) in _VM_FAMILIES for e in envs):
+        elif any(envinfo.class_of(e, env_facts.get(e)) == "VM" for e in envs):
             causes.append(f"this host is itself a VM{hv_txt}: the VMs run nested")
         else:
             causes.append(f"this host is itself a VM{hv_txt}: every number includes the "
                           "outer hypervisor")
-    env_facts = meta.get("environments") or {}
     causes += [c for c in (_newer(e, env_facts.get(e) or {}) for e in envs) if c]
     return "; ".join(causes)
 
