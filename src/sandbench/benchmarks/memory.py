@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
 from sandbench import procs
+from sandbench.benchmarks import fleet
 from sandbench.benchmarks.base import Benchmark, RoundFn, RunContext
 from sandbench.benchmarks.servers import state_of
 from sandbench.environments.base import Environment, Limits, Sandbox
@@ -63,19 +63,11 @@ def footprint(sb: Sandbox) -> procs.MemUse:
 
 
 def stop_all(boxes: list[Sandbox]) -> list[dict[str, Any]]:
-    """Stop every sandbox (at once: gVisor takes ~2 s to tear one down), each whatever the
-    others did; the errors of those that failed, with their evidence."""
-
-    def stop(sb: Sandbox) -> dict[str, Any] | None:
-        try:
-            sb.stop()
-        except Exception as exc:  # noqa: BLE001 - each stop is tried; all are reported
-            return {"sandbox": sb.name, "error": str(exc),
-                    "evidence": exc.evidence if isinstance(exc, SandboxError) else {}}
-        return None
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return [e for e in pool.map(stop, boxes) if e is not None]
+    """Stop every sandbox at once (fleet.stop_each); the errors of those that failed, with
+    their evidence."""
+    return [{"sandbox": sb.name, "error": str(exc),
+             "evidence": exc.evidence if isinstance(exc, SandboxError) else {}}
+            for sb, exc in fleet.stop_each(boxes, workers=8)]
 
 
 class Memory(Benchmark):
