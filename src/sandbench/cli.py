@@ -586,5 +586,18 @@ def _exit_interrupted(_signum: int, _frame: object) -> None:
     os._exit(130)
 
 
+def exit_with(status: int) -> NoReturn:
+    """End the program with `status`, also under `python -m`.
+
+    CPython (3.8-3.12 at least) sets a flag when a KeyboardInterrupt ends code evaluated
+    from a string (`exec`/`eval` of source: dataclass and namedtuple creation in a lazy
+    import), even though a caller catches it; under `-m`, Py_RunMain then ignores the exit
+    status and kills the process with SIGINT. A Ctrl-C that lands in such an import and is
+    handled (teardown done, 130 returned) would read as an unhandled death. Each string
+    evaluation clears the flag at its start, so one empty evaluation restores the status."""
+    exec("")  # noqa: S102 - clears CPython's unhandled-KeyboardInterrupt flag, runs nothing
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())
