@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 packages=(
   # runtimes
   runc crun docker.io containerd podman
+  # checkpoint/restore through CRIU (runc, crun; `criu check` decides whether it works here)
+  criu
   # namespace sandboxes and system containers (bwrap --seccomp needs libseccomp's bindings)
   bubblewrap firejail systemd-container lxc python3-seccomp
   # the default seccomp profile of Docker and Podman (/usr/share/containers/seccomp.json)

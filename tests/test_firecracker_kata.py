@@ -302,6 +302,29 @@ def test_firecracker_driver_configures_over_the_api(
         tail = [json.loads(x) for x in rec.read_text().splitlines()][-2:]
         assert tail == [["PATCH", "/vm", {"state": "Paused"}],
                         ["PATCH", "/vm", {"state": "Resumed"}]]  # fmt: skip
+        # The restore benchmark's path: a full snapshot ends the process; a fresh process
+        # takes the snapshot in one call and runs it.
+        img = tmp_path / "img"
+        img.mkdir()
+        first = sb.proc
+        sb.checkpoint(img)
+        assert first is not None and first.poll() is not None
+        sb.restore(img)
+        assert sb.proc is not first and sb.proc is not None and sb.proc.poll() is None
+        tail = [json.loads(x) for x in rec.read_text().splitlines()][-4:]
+        assert tail == [
+            ["PATCH", "/vm", {"state": "Paused"}],
+            ["PUT", "/snapshot/create", {"snapshot_type": "Full",
+                                         "snapshot_path": str(img / "vmstate"),
+                                         "mem_file_path": str(img / "memory")}],
+            ["GET", "/", None],
+            ["PUT", "/snapshot/load", {
+                "snapshot_path": str(img / "vmstate"),
+                "mem_backend": {"backend_type": "File", "backend_path": str(img / "memory")},
+                "enable_diff_snapshots": False, "resume_vm": True}],
+        ]
+        assert not env.restore_unavailable("minimal") and "PUT /snapshot/load" in \
+            sb.checkpoint_how
         disk_file, d = Path(drive["path_on_host"]), sb.dir
     assert sb.proc is not None and sb.proc.poll() is not None
     assert not disk_file.exists() and not d.exists()

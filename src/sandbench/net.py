@@ -132,6 +132,19 @@ def create(sandbox_id: str) -> Link:
     return link
 
 
+def readdress(link: Link) -> None:
+    """Give the sandbox side its address and default route again. gVisor's netstack takes
+    them from the namespace's eth0 when a sandbox is made (and removes them from the kernel
+    interface); a restore into the same namespace reads them afresh, and without this finds
+    none and restores a sandbox with loopback only."""
+    _ip(
+        ["-n", link.netns, "-batch", "-"],
+        f"addr replace {link.sandbox_ip}/30 dev eth0\n"
+        "link set eth0 up\n"
+        f"route replace default via {link.host_ip}\n",
+    )
+
+
 def destroy(link: Link) -> None:
     """Deleting the namespace destroys eth0 and with it the host end of the pair. Both steps
     are tried; a failure then raises SandboxError with the ip command's evidence, and the

@@ -14,6 +14,7 @@ from sandbench.benchmarks.memory import Memory
 from sandbench.benchmarks.mysql import Mysql
 from sandbench.benchmarks.network import Network
 from sandbench.benchmarks.nginx import Nginx
+from sandbench.benchmarks.restore import Restore, RestoreNginx
 from sandbench.benchmarks.startup import Startup
 from sandbench.benchmarks.syscall import Syscall
 
@@ -34,7 +35,8 @@ def all_benchmarks() -> list[Benchmark]:
     benches: list[Benchmark] = [Startup(), Memory(), Syscall(), Network(), Disk(), Cpu()]
     benches += [Mysql(), Nginx()]
     benches += [Devloop()]  # after the paper's eight
-    benches += [Density(), Burst(), Exec()]  # default = False: only when named (--bench)
+    # default = False: only when named (--bench)
+    benches += [Density(), Burst(), Exec(), Restore(), RestoreNginx()]
     benches += _EXTRA
     names = [b.name for b in benches]
     if len(set(names)) != len(names):

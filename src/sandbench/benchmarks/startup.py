@@ -169,7 +169,10 @@ class Startup(Benchmark):
                 prepared = time.perf_counter_ns()
                 sb.launch(argv)
                 started = time.perf_counter_ns()
-                net = probe.wait(bound)
+                try:
+                    net = probe.wait(bound)
+                except StepTimeout as e:
+                    raise StepTimeout(str(e), {**sb.failure_evidence(), **e.evidence}) from None
                 phases = Phases(t0, prepared, sb.marks.get("created"), started, net,
                                 dict(sb.folded_phases))
                 guest: list[Measurement] = []

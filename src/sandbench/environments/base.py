@@ -14,6 +14,8 @@ from typing import Any
 
 import psutil
 
+from sandbench.errors import SandboxError
+
 # The contract's value types live on the ground floor; re-exported here for the drivers.
 from sandbench.sandbox_values import Availability as Availability
 from sandbench.sandbox_values import Completed as Completed
@@ -100,6 +102,14 @@ class Sandbox(ABC):
     def describe_state(self) -> str:
         """The sandbox's state as its runtime reports it, for a failure's evidence."""
         return ""
+
+    def failure_evidence(self) -> dict[str, Any]:
+        """What shows why a wait on this sandbox failed (a probe that never connected): its
+        state, and for a VM the VMM's command, status and console tail. Never raises."""
+        try:
+            return {"state": self.describe_state()}
+        except Exception as exc:  # noqa: BLE001 - evidence, never a new failure
+            return {"state": f"(could not describe the sandbox: {exc})"}
 
     #: Also stop the host processes with SIGSTOP after the runtime's own pause: gVisor's
     #: sentry keeps running while paused (timers, netstack: about 3 % of a core each on
@@ -214,6 +224,26 @@ class Sandbox(ABC):
     def _stop(self) -> None:
         """Stop and remove everything this sandbox created. Must tolerate partial starts."""
 
+    # -- checkpoint and restore (the restore benchmark; Environment.restore_unavailable) --
+    #: How checkpoint and restore are made here (commands and flags), kept with the samples.
+    checkpoint_how: str = ""
+
+    def checkpoint(self, image_dir: Path) -> None:
+        """Save the running workload's whole state into image_dir (an empty directory on
+        the benchmark volume); the workload is gone afterwards and lives on in the image,
+        while the sandbox's own resources (network namespace, bundle, disks) stay."""
+        raise SandboxError(f"{self.env_name} has no checkpoint path")
+
+    def restore(self, image_dir: Path) -> None:
+        """Bring the workload back from image_dir into this sandbox's resources; returns
+        when the runtime says it runs again (readiness is the benchmark's to observe)."""
+        raise SandboxError(f"{self.env_name} has no restore path")
+
+    def discard(self) -> None:
+        """End a restored workload but keep the sandbox's resources, so that the same image
+        can be restored again (the warm restore)."""
+        raise SandboxError(f"{self.env_name} has no restore path")
+
     def helper(self, name: str) -> str:
         """Path of a static helper (probe, syscall timer) as seen inside the sandbox."""
         return f"/sb/{name}"
@@ -255,6 +285,12 @@ class Environment(ABC):
     #: Why this environment has no native way to run a command in a running sandbox
     #: (the exec benchmark then says "not applicable" with it); "" = it has one.
     exec_not_applicable: str = ""
+
+    def restore_unavailable(self, image: str) -> str:
+        """Why a sandbox of this environment, from `image`, cannot be checkpointed and
+        restored here, with what would make it possible; "" = Sandbox.checkpoint, restore
+        and discard work."""
+        return f"{self.name} has no checkpoint/restore path in sandbench"
 
     @abstractmethod
     def available(self) -> Availability:

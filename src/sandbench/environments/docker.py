@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 
 from sandbench import images, paths, procs, seccomp
-from sandbench.environments import cgroup_limits, oci_spec
+from sandbench.environments import cgroup_limits, criu, oci_spec
 from sandbench.environments.base import (
     IDLE_ARGV,
     Availability,
@@ -82,6 +82,17 @@ class DockerEnvironment(Environment):
         return OciEnvironment(
             Variant(f"gvisor-{self.platform}", "runsc", "", platform=self.platform)
         )
+
+    def restore_unavailable(self, image: str) -> str:
+        if self.platform is not None:
+            return ("`docker checkpoint` needs the daemon's experimental mode and is not driven "
+                    "by sandbench; gVisor's own checkpoint is measured as gvisor-"
+                    f"{self.platform}")
+        problem = criu.problem()
+        if problem:
+            return f"docker checkpoint goes through CRIU: {problem}"
+        return ("`docker checkpoint` needs the daemon's experimental mode, which sandbench's "
+                "own dockerd does not enable; runc's CRIU path is measured as runc")
 
     def available(self) -> Availability:
         if client() is None or shutil.which("dockerd") is None \

@@ -27,7 +27,12 @@ from sandbench.binaries import version_of
 from sandbench.environments.base import Availability, SandboxSpec, run_cmd
 from sandbench.errors import SandboxError
 from sandbench.vm import disk, initramfs, kernel
-from sandbench.vm.fc_api import FirecrackerApi, requests_for
+from sandbench.vm.fc_api import (
+    FirecrackerApi,
+    requests_for,
+    snapshot_create_requests,
+    snapshot_load_request,
+)
 from sandbench.vm.kvm import kvm_unavailable
 from sandbench.vm.sandbox import LAUNCH_TIMEOUT_S, AgentVmEnvironment, AgentVmSandbox, Drive
 
@@ -129,6 +134,11 @@ class FirecrackerEnvironment(AgentVmEnvironment):
             "accel": "kvm",
         }
 
+    def restore_unavailable(self, image: str) -> str:
+        # Its drives are files of the VM's own (a private copy of the root per VM, kept in the
+        # sandbox's directory across a snapshot), so a snapshot restores consistently.
+        return ""
+
     def prepare(self, spec: SandboxSpec) -> FirecrackerSandbox:
         return FirecrackerSandbox(self, spec)
 
@@ -190,6 +200,23 @@ class FirecrackerSandbox(AgentVmSandbox):
 
     def vmm_start(self) -> None:
         self.api.call("PUT", "/actions", {"action_type": "InstanceStart"})
+
+    # -- checkpoint and restore: Firecracker's full snapshot ---------------------------------
+    checkpoint_how = ("PATCH /vm Paused, PUT /snapshot/create Full (state + memory files), "
+                      "process ended; restore: a fresh firecracker --api-sock, PUT "
+                      "/snapshot/load with a File memory backend and resume_vm")
+
+    def vmm_save(self, image_dir: Path) -> None:
+        for method, url, body in snapshot_create_requests(image_dir):
+            self.api.call(method, url, body)
+
+    def vmm_load(self, image_dir: Path) -> None:
+        # The snapshot names the vsock's socket path; the old process's file must be gone.
+        self.vsock.unlink(missing_ok=True)
+        self.api.path.unlink(missing_ok=True)
+        self._spawn(self.vmm_command(self.argv))
+        self.api.wait(LAUNCH_TIMEOUT_S, self._alive)
+        self.api.call(*snapshot_load_request(image_dir))
 
     def vmm_pause(self) -> None:
         self.api.call("PATCH", "/vm", {"state": "Paused"})

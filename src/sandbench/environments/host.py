@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 
 from sandbench import cgroups, images, paths, procs
-from sandbench.environments import cgroup_limits
+from sandbench.environments import cgroup_limits, criu
 from sandbench.environments.base import (
     IDLE_ARGV,
     Availability,
@@ -45,6 +45,12 @@ class HostEnvironment(Environment):
     description = "bare host processes (baseline)"
     family = "host"
     isolation_class = "host"
+
+    def restore_unavailable(self, image: str) -> str:
+        problem = criu.problem()
+        return (f"{self.name}: checkpointing a process tree goes through CRIU: {problem}"
+                if problem else f"{self.name}: CRIU dumps of its processes are not driven by "
+                "sandbench (runc's CRIU path is measured as runc)")
 
     def available(self) -> Availability:
         return Availability.yes()

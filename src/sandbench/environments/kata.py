@@ -203,6 +203,10 @@ class KataEnvironment(Environment):
         self.description = variant.description
         self._imported: set[str] = set()
 
+    def restore_unavailable(self, image: str) -> str:
+        return ("Kata Containers implements no checkpoint and restore commands (a documented "
+                "limitation, kata-containers/runtime#184)")
+
     def available(self) -> Availability:
         if shutil.which(SHIM) is None:
             return Availability.no(

@@ -19,7 +19,7 @@ from typing import Any
 
 from sandbench import cgroups, images, net, paths, procs, seccomp, spawn
 from sandbench.binaries import version_of as version_of  # re-exported for docker.py
-from sandbench.environments import cgroup_limits, oci_spec, probe_cache
+from sandbench.environments import cgroup_limits, criu, oci_spec, probe_cache
 from sandbench.environments.base import (
     IDLE_ARGV,
     Availability,
@@ -212,6 +212,13 @@ class OciEnvironment(Environment):
     def prepare(self, spec: SandboxSpec, start_timeout: float = START_TIMEOUT) -> OciSandbox:
         return OciSandbox(self, spec, start_timeout)
 
+    def restore_unavailable(self, image: str) -> str:
+        # gVisor saves its own sentry (runsc checkpoint); runc and crun hand it to CRIU.
+        if self.v.platform is not None:
+            return ""
+        problem = criu.problem()
+        return f"{self.name} checkpoints through CRIU: {problem}" if problem else ""
+
     def leftovers(self) -> list[Leftover]:
         """Containers in this variant's own state root, and processes whose command line
         names that root (runsc sentries and gofers), of sandboxes no live process owns.
@@ -338,6 +345,45 @@ class OciSandbox(Sandbox):
                       "create", log)
         self.mark("created")
         self._runtime([*self.cmd, "start", self.name], "start", log)
+
+    # -- checkpoint and restore ------------------------------------------------------------
+    @property
+    def checkpoint_how(self) -> str:  # type: ignore[override]
+        if self.env.v.platform:
+            return ("runsc checkpoint --image-path=DIR (defaults: the workload stops, pages "
+                    "file compressed flate-best-speed); runsc restore --detach "
+                    "--image-path=DIR --bundle=B into the same netns and cgroup")
+        return (f"{self.env.v.binary} checkpoint / restore --detach through CRIU "
+                "(--image-path=DIR --work-path=DIR)")
+
+    def checkpoint(self, image_dir: Path) -> None:
+        log = self.spec.log or (self.bundle / "console.log")
+        work = [] if self.env.v.platform else [f"--work-path={image_dir}"]
+        self._runtime([*self.direct_cmd, "checkpoint", *work,
+                       f"--image-path={image_dir}", self.name], "checkpoint", log)
+        # Without --leave-running the workload is gone; the container's record goes too, so
+        # that the restore can take the same id (and the same cgroup path and netns).
+        self.discard()
+
+    def restore(self, image_dir: Path) -> None:
+        log = self.spec.log or (self.bundle / "console.log")
+        self.created = True
+        self._roots = None
+        work = [] if self.env.v.platform else [f"--work-path={image_dir}"]
+        if self.env.v.platform and self.link is not None:
+            net.readdress(self.link)
+        # Through the wrapper: a restore sets up the sandbox's network like create does.
+        self._runtime([*self.cmd, "restore", "--detach", *work,
+                       f"--image-path={image_dir}", "--bundle", str(self.bundle), self.name],
+                      "restore", log)
+
+    def discard(self) -> None:
+        if self.created:
+            run_cmd([*self.direct_cmd, "kill", self.name, "KILL"], timeout=STOP_TIMEOUT,
+                    check=False)
+            run_cmd([*self.direct_cmd, "delete", "--force", self.name], timeout=STOP_TIMEOUT)
+            self.created = False
+            self._roots = None
 
     def exec(self, argv: list[str], timeout: float = 60.0) -> Completed:
         cp = run_cmd([*self.direct_cmd, "exec", self.name, *argv], timeout=timeout,

@@ -36,7 +36,7 @@ import psutil
 
 from sandbench import cgroups, images, paths, procs
 from sandbench.binaries import version_of
-from sandbench.environments import oci_spec
+from sandbench.environments import criu, oci_spec
 from sandbench.environments.base import (
     IDLE_ARGV,
     Availability,
@@ -158,6 +158,16 @@ class PodmanEnvironment(Environment):
 
     def command(self) -> list[str]:
         return [*self.store.base_args(), *self.runtime_args()]
+
+    def restore_unavailable(self, image: str) -> str:
+        if self.gvisor:
+            return ("`podman container checkpoint` of a runsc container is not driven by "
+                    "sandbench; gVisor's own checkpoint is measured as gvisor-*")
+        problem = criu.problem()
+        if problem:
+            return f"podman container checkpoint goes through CRIU: {problem}"
+        return ("`podman container checkpoint` is not driven by sandbench yet; runc's CRIU "
+                "path is measured as runc")
 
     def available(self) -> Availability:
         for binary, pkg in (("podman", "podman"), ("conmon", "conmon")):

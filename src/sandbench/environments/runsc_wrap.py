@@ -4,10 +4,11 @@ runsc (release 20240729) decides it runs in the root network namespace when
 /proc/sys/net/core/rmem_default exists, and newer kernels show that file in every namespace
 (gVisor issue 10704), so `--network=sandbox` refuses to start. The wrapper runs runsc in a
 private mount namespace whose /proc/sys is a small tmpfs holding bind mounts of only the real
-vm/, kernel/ and fs/ subtrees, for `create`, `start` and `run` only (start sets up the sandbox's
-network; the other subcommands pass straight through). The same wrapper is registered as
-Docker's runtime, so direct runsc and Docker+gVisor see the same fix. The runsc path is embedded
-quoted at generation time; arguments are passed through "$@" and never interpreted by the shell.
+vm/, kernel/ and fs/ subtrees, for `create`, `start`, `run` and `restore` only (start and
+restore set up the sandbox's network; the other subcommands pass straight through). The same
+wrapper is registered as Docker's runtime, so direct runsc and Docker+gVisor see the same fix.
+The runsc path is embedded quoted at generation time; arguments are passed through "$@" and
+never interpreted by the shell.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ set -e
 # namespace: every other call (exec, state, kill, delete, pause) goes straight to runsc,
 # keeping the namespace and mount cost out of their timings.
 case " $* " in
-  *" create "*|*" start "*|*" run "*) ;;
+  *" create "*|*" start "*|*" run "*|*" restore "*) ;;
   *) exec {runsc} "$@" ;;
 esac
 if [ "${{SANDBENCH_RUNSC_WRAPPED:-}}" != 1 ]; then

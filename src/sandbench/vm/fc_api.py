@@ -47,6 +47,33 @@ def requests_for(config: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]
     return calls
 
 
+#: A snapshot's two files in its image directory (Firecracker's snapshotting docs).
+SNAPSHOT_STATE = "vmstate"
+SNAPSHOT_MEMORY = "memory"
+
+
+def snapshot_create_requests(image_dir: Path) -> list[tuple[str, str, dict[str, Any]]]:
+    """Pause the running machine, then a full snapshot: device state and guest memory."""
+    return [
+        ("PATCH", "/vm", {"state": "Paused"}),
+        ("PUT", "/snapshot/create", {"snapshot_type": "Full",
+                                     "snapshot_path": str(image_dir / SNAPSHOT_STATE),
+                                     "mem_file_path": str(image_dir / SNAPSHOT_MEMORY)}),
+    ]
+
+
+def snapshot_load_request(image_dir: Path) -> tuple[str, str, dict[str, Any]]:
+    """The one call a fresh Firecracker process takes to become the snapshotted machine and
+    run it (the memory file as a File backend; resume_vm: no separate PATCH /vm)."""
+    return ("PUT", "/snapshot/load", {
+        "snapshot_path": str(image_dir / SNAPSHOT_STATE),
+        "mem_backend": {"backend_type": "File",
+                        "backend_path": str(image_dir / SNAPSHOT_MEMORY)},
+        "enable_diff_snapshots": False,
+        "resume_vm": True,
+    })
+
+
 class FirecrackerApi:
     def __init__(self, path: Path, timeout: float = TIMEOUT_S) -> None:
         self.path = path

@@ -194,6 +194,7 @@ class AgentVmSandbox(Sandbox):
         self.env = env
         self.spec = spec
         self.proc: subprocess.Popen[bytes] | None = None
+        self.argv: list[str] = list(spec.argv or IDLE_ARGV)
         self.tap: vmnet.Tap | None = None
         self.drives: list[Drive] = []
         self.data_disk: Path | None = None
@@ -277,6 +278,9 @@ class AgentVmSandbox(Sandbox):
         return command_evidence([c for c in cmd if c], rc, tail_file(self.log, 2000), "",
                                 console_log=str(self.log), **more)  # fmt: skip
 
+    def failure_evidence(self) -> dict[str, Any]:
+        return self.evidence(state=self.describe_state())
+
     def fail(self, message: str, timeout: bool = False) -> SandboxError:
         text = f"{self.env_name}: {message}; console: {tail_file(self.log)}"
         return (StepTimeout if timeout else SandboxError)(text, self.evidence())
@@ -284,15 +288,62 @@ class AgentVmSandbox(Sandbox):
     def _alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def launch(self, argv: list[str] | None = None) -> None:
-        args = argv or self.spec.argv or IDLE_ARGV
-        cmd = self.vmm_command(args)
+    def _spawn(self, cmd: list[str]) -> None:
+        """Start the VMM process (its own session, output to the console log), recorded in
+        the sandbox's directory for evidence and for clean."""
         (self.dir / "cmdline").write_text("\n".join(cmd) + "\n")
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
             )
         (self.dir / "pid").write_text(f"{self.proc.pid}\n")
+
+    def _end_vmm(self) -> None:
+        """End the VMM process (TERM, then KILL); the tap, the disks and the directory stay."""
+        self.agent.close()
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+
+    # -- checkpoint and restore: the machine's state to a file, a new VMM process from it ----
+    def vmm_save(self, image_dir: Path) -> None:
+        """Pause the machine and write its whole state into image_dir."""
+        raise SandboxError(f"{self.env_name} has no checkpoint path")
+
+    def vmm_load(self, image_dir: Path) -> None:
+        """Start a new VMM process from the state in image_dir and let the machine run."""
+        raise SandboxError(f"{self.env_name} has no restore path")
+
+    def checkpoint(self, image_dir: Path) -> None:
+        try:
+            self.vmm_save(image_dir)
+        except StepTimeout as e:
+            raise self.fail(str(e), timeout=True) from None
+        except SandboxError as e:
+            raise self.fail(str(e)) from None
+        self._end_vmm()
+
+    def restore(self, image_dir: Path) -> None:
+        try:
+            self.vmm_load(image_dir)
+        except StepTimeout as e:
+            raise self.fail(str(e), timeout=True) from None
+        except SandboxError as e:
+            raise self.fail(str(e)) from None
+
+    def discard(self) -> None:
+        self._end_vmm()
+
+    def launch(self, argv: list[str] | None = None) -> None:
+        args = argv or self.spec.argv or IDLE_ARGV
+        self.argv = list(args)  # the first process: a restore starts the same machine again
+        self._spawn(self.vmm_command(args))
         try:
             self.vmm_configure(args)
         except StepTimeout as e:
@@ -354,16 +405,7 @@ class AgentVmSandbox(Sandbox):
             self.vmm_resume()
 
     def _stop(self) -> None:
-        self.agent.close()
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=STOP_TIMEOUT_S)
+        self._end_vmm()
         if self.tap is not None:
             vmnet.destroy(self.tap)
         if self.data_disk is not None:
