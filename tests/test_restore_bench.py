@@ -209,3 +209,23 @@ def test_a_run_killed_during_a_checkpoint_leaves_only_what_clean_removes(
     assert "volume" in dry.stdout and "nothing left behind" not in dry.stdout, dry.stdout
     run_cli("clean", timeout=300)
     assert "nothing left behind" in run_cli("clean", "--dry-run", timeout=300).stdout
+
+
+def test_report_draws_cold_start_against_restore(tmp_path: Path) -> None:
+    from sandbench.report import write_report
+    from tests.reportdata import meta, sample, write_run
+
+    recs = []
+    for rnd in range(3):
+        for env, start, cold, warm in (("gvisor-systrap", 0.45, 0.18, 0.16),
+                                       ("qemu-microvm", 2.4, 0.25, 0.19)):
+            recs.append(sample(env, "startup", "startup_time", start + rnd / 100, "s", rnd))
+            for cache, v in (("cold", cold), ("warm", warm)):
+                recs.append(sample(env, "restore", "restore_time", v + rnd / 1000, "s", rnd,
+                                   params={"cache": cache}, kind="time"))
+    out = write_run(tmp_path / "run", recs, meta(["gvisor-systrap", "qemu-microvm"]))
+    write_report(out)
+    assert (out / "figures" / "restore_vs_start.png").stat().st_size > 0
+    md = (out / "report.md").read_text()
+    assert "Cold start against restore from a checkpoint" in md
+    assert "restore_vs_start.png" in md
