@@ -166,9 +166,9 @@ class Restore(Benchmark):
         # asks are timed after each restore. "ready_timeout_s" bounds each readiness wait
         # (a VM under emulation: its boot bound, if longer).
         "quick": {"rounds": 3, "max_rounds": 4, "requests": 5, "poll_timeout_s": 0.02,
-                  "ready_timeout_s": 30},
+                  "ready_timeout_s": 10},
         "paper": {"rounds": 10, "max_rounds": 20, "requests": 20, "poll_timeout_s": 0.02,
-                  "ready_timeout_s": 120},
+                  "ready_timeout_s": 60},
     }
 
     @contextmanager

@@ -116,10 +116,11 @@ class QemuEnvironment(AgentVmEnvironment):
         # A root disk is a throw-away overlay (snapshot=on) that dies with the QEMU process:
         # a migration to a file carries RAM and devices, not that overlay's writes.
         if self.m.systemd or image != "minimal":
-            return (f"{self.name} boots {'the full image' if self.m.systemd else image!r} "
-                    "from a root disk whose writes live in a throw-away overlay "
-                    "(snapshot=on) that a migration to a file does not carry; QEMU's restore "
-                    "is measured on the initramfs guest (the minimal image)")
+            what = "the full image" if self.m.systemd else f"the {image!r} image"
+            return (f"{self.name} boots {what} from a root disk whose writes live in a "
+                    "throw-away overlay (snapshot=on) that a migration to a file does not "
+                    "carry; QEMU's restore is measured on the initramfs guest (the minimal "
+                    "image)")
         return ""
 
     def facts(self) -> dict[str, Any]:
