@@ -150,7 +150,7 @@ def _rounds(bench: Restore, name: str, tmp_path: Path, rounds: int,
 
 
 @pytest.mark.runtime
-@pytest.mark.parametrize("name", ["gvisor-systrap", "qemu-microvm"])
+@pytest.mark.parametrize("name", ["gvisor-systrap", "gvisor-ptrace", "qemu-microvm"])
 def test_restore_cold_and_warm(name: str, tmp_path: Path, clean_host: None) -> None:
     rounds = _rounds(Restore(), name, tmp_path, rounds=2)
     for ms in rounds:
