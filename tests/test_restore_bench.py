@@ -9,6 +9,7 @@ never comes, and a run killed during a checkpoint: run those under
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -168,6 +169,9 @@ def test_restore_cold_and_warm(name: str, tmp_path: Path, clean_host: None) -> N
         assert by[("checkpoint_time", "")].extra["how"]
         lat = by[("after_restore_latency", "cold")].extra
         assert lat["n"] == Restore().params("quick")["requests"] and lat["p50"] <= lat["p99"]
+        raw = json.loads((tmp_path / str(cold.raw)).read_text())
+        assert raw["cold"]["restore_s"] == cold.value and raw["image_bytes"] > 0
+        assert len(raw["warm"]["after_restore_s"]) == lat["n"]
 
 
 @pytest.mark.runtime

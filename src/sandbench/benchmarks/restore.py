@@ -34,6 +34,7 @@ reason, never a number.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import shutil
 import socket
@@ -42,6 +43,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +225,8 @@ class Restore(Benchmark):
                 elif poll(up, ready_s) is None:
                     raise not_ready("of its start, before any checkpoint")
 
+                times: dict[str, Any] = {}
+
                 def restored(image: Path, cache: str, resident: int) -> list[Measurement]:
                     t0 = time.perf_counter_ns()
                     sb.restore(image)
@@ -238,6 +242,9 @@ class Restore(Benchmark):
                         if not ok:
                             raise not_ready(f"to a request after a {cache} restore", image)
                     cell = {"cache": cache}
+                    times[cache] = {"restore_s": (t_up - t0) / 1e9,
+                                    "restore_call_s": (t_call - t0) / 1e9,
+                                    "after_restore_s": lat}
                     facts = {"restore_call_s": (t_call - t0) / 1e9, "poll_timeout_s": poll_s,
                              "image_resident_bytes": resident, "ready": what}
                     return [
@@ -262,11 +269,15 @@ class Restore(Benchmark):
                                             extra={"how": sb.checkpoint_how}),
                            Measurement.size("checkpoint_size", size / MIB, "MiB",
                                             extra={"files": len(image_files(image))})]
+                    times.clear()
                     out += restored(image, "cold", drop_from_cache(image))
                     sb.discard()
                     out += restored(image, "warm", resident_bytes(image))
                     shutil.rmtree(image, ignore_errors=True)
-                    return out
+                    # Every time of the round, the first requests after each restore included.
+                    raw = ctx.save_raw(env.name, self.name, rnd, "restore.json", json.dumps(
+                        {"checkpoint_s": took, "image_bytes": size, **times}))
+                    return [replace(m, raw=raw) for m in out]
 
                 yield one
             finally:
