@@ -131,6 +131,9 @@ def run_play(
         "ANSIBLE_NOCOLOR": "True",
         "ANSIBLE_LOCAL_TEMP": str(work / "ansible-tmp"),
         "ANSIBLE_DEPRECATION_WARNINGS": "False",
+        # ansible-runner spawns `ansible-playbook` by name: the one beside this Python first.
+        "PATH": os.pathsep.join([str(Path(str(ansible_playbook_binary())).parent),
+                                 os.environ.get("PATH", "/usr/bin:/bin")]),
     }
     r = ansible_runner.run(
         private_data_dir=str(work),
@@ -139,7 +142,6 @@ def run_play(
         limit=host,
         extravars=extravars,
         envvars=envvars,
-        binary=ansible_playbook_binary(),
         event_handler=handler,
         cancel_callback=cancelled,
         quiet=True,

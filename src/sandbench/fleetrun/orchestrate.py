@@ -3,7 +3,6 @@ clean-up, hosts of one machine one after another, machines `forks` at a time."""
 
 from __future__ import annotations
 
-import base64
 import functools
 import secrets
 import shutil
@@ -103,8 +102,7 @@ class Fleet:
 
         def text(task: str) -> str:
             res = out.results.get(task, {})
-            raw = res.get("content")
-            return base64.b64decode(raw).decode(errors="replace").strip() if raw else ""
+            return str(res.get("stdout", "")).strip() if res.get("rc") == 0 else ""
 
         ids = (text("read machine id"), text("read boot id"))
         self.state.update(host, machine_id=ids[0] or None, boot_id=ids[1] or None)
@@ -253,19 +251,7 @@ class Fleet:
                 ids[h] = got
 
         self.parallel([functools.partial(one, h) for h in names], forks)
-        # Hosts are one machine when either id is equal: a cloned image may share the
-        # machine id, and the boot id is the same for every name of one running kernel.
-        groups: list[set[str]] = []
-        for h in names:
-            if h not in ids:
-                continue
-            mid, bid = ids[h]
-            joined = [g for g in groups
-                      if any((mid and ids[o][0] == mid) or (bid and ids[o][1] == bid)
-                             for o in g)]
-            merged = {h}.union(*joined) if joined else {h}
-            groups = [g for g in groups if g not in joined] + [merged]
-        return groups
+        return machines(names, ids)
 
     def parallel(self, jobs: list[Callable[[], object]], forks: int) -> None:
         """Run jobs `forks` at a time; Ctrl-C stops launching, cancels running plays and
@@ -284,6 +270,24 @@ class Fleet:
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def machines(names: list[str], ids: dict[str, tuple[str, str]]) -> list[set[str]]:
+    """Hosts grouped by machine, in inventory order; hosts without ids are left out.
+
+    Two hosts are one machine when either id is equal: the boot id is the same for every
+    name of one running kernel (two addresses, two ports, an alias), and a machine id
+    shared by cloned images errs on the side of never measuring two hosts at once."""
+    groups: list[set[str]] = []
+    for h in names:
+        if h not in ids:
+            continue
+        mid, bid = ids[h]
+        joined = [g for g in groups
+                  if any((mid and ids[o][0] == mid) or (bid and ids[o][1] == bid) for o in g)]
+        merged = {h}.union(*joined) if joined else {h}
+        groups = [g for g in groups if g not in joined] + [merged]
+    return groups
 
 
 def _validate_study(path: Path) -> None:
