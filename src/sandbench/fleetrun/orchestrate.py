@@ -111,7 +111,6 @@ class Fleet:
     # -- one host -----------------------------------------------------------------------
     def host_flow(self, host: str) -> None:
         rec = self.state.host(host)
-        pushed = False
         try:
             if rec.get("job_id") and rec.get("state") == "running":
                 # A run killed while this host's study ran: the async job outlives the
@@ -120,7 +119,6 @@ class Fleet:
                 if self.wait_job(host) is None:
                     return
             self.mark(host, "setting up", "pushing sandbench " + self.bundle.sha256[:12])
-            pushed = True
             out = self.play("start.yml", host)
             if not out.ok:
                 self.fail(host, out, "setting up")
@@ -149,7 +147,9 @@ class Fleet:
             self.mark(host, "failed", f"{type(e).__name__}: {e}",
                       why=f"{type(e).__name__}: {e}", evidence={"msg": repr(e)})
         finally:
-            if pushed and not self.cancel.is_set():
+            # Also after a failure, and after a wait for a job of a killed run (its pushed
+            # tree is still there). Not on Ctrl-C: the study runs on and resume needs it.
+            if not self.cancel.is_set():
                 self.cleanup(host)
 
     def wait_job(self, host: str) -> dict[str, Any] | None:
