@@ -24,6 +24,8 @@ packages=(
   # report check in a real browser
   chromium
   python3-venv
+  # the fleet test's own SSH server on loopback (never started as a service: see below)
+  openssh-server
 )
 
 backports=/etc/apt/sources.list.d/sandbench-backports.sources
@@ -75,10 +77,10 @@ fi
 if [[ ! -x .venv/bin/python ]]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import sandbench, pytest, psutil, matplotlib, scipy' 2>/dev/null \
+if ! .venv/bin/python -c 'import sandbench, pytest, psutil, matplotlib, scipy, ansible_runner' 2>/dev/null \
    || [[ pyproject.toml -nt .venv/.installed ]]; then
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev]'
+  .venv/bin/pip install -q -e '.[dev,fleet]'
   touch .venv/.installed
 fi
 echo "sandbench set-up done: $(.venv/bin/sandbench --version)"

@@ -1,4 +1,4 @@
-"""Command line: doctor, image, run, report, compare, clean.
+"""Command line: doctor, image, run, report, compare, clean, fleet.
 
 Errors a user can cause print one line naming the bad value and what is allowed, and exit 2,
 before anything is written.
@@ -116,6 +116,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--factor", default="1.1", help="smallest ratio called a difference")
     c.add_argument("--force", action="store_true", help="compare despite differing facts")
     c.add_argument("--fail-on-regression", action="store_true", help="exit 1 on a regression")
+
+    f = sub.add_parser("fleet", help="run one study on many hosts through Ansible")
+    fsub = f.add_subparsers(dest="fleet_cmd", required=True, parser_class=_Parser)
+    fr = fsub.add_parser("run", help="push sandbench to an inventory's hosts, run the study "
+                         "on each, fetch the results and merge them into one report")
+    fr.add_argument("inventory", nargs="?", help="Ansible inventory (INI or YAML)")
+    fr.add_argument("--study", help="TOML study file run on every host")
+    fr.add_argument("--out", help="fleet results directory (default: results/<time>-fleet)")
+    fr.add_argument("--limit", help="Ansible host pattern: only these hosts")
+    fr.add_argument("--forks", default="5", help="machines measured at once (default 5)")
+    fr.add_argument("--poll", default="30", metavar="SECONDS",
+                    help="seconds between looks at each host's study (default 30)")
+    fr.add_argument("--resume", metavar="DIR", help="finish a fleet run: only hosts not fetched")
+    fr.add_argument("--force", action="store_true",
+                    help="merge hosts' results even when their benchmark parameters differ")
 
     cl = sub.add_parser("clean", help="remove what killed or crashed runs left behind")
     cl.add_argument("--dry-run", action="store_true", help="only list what would be removed")
@@ -548,6 +563,35 @@ def cmd_clean(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_fleet(args: argparse.Namespace, console: Console) -> int:
+    from sandbench.fleetrun import orchestrate
+
+    try:
+        poll = float(args.poll)
+    except ValueError:
+        poll = math.nan
+    if not math.isfinite(poll) or not 0.5 <= poll <= 3600:
+        raise UsageError(f"--poll must be a number of seconds from 0.5 to 3600, got "
+                         f"{args.poll!r}")
+    opts = orchestrate.Options(poll_s=poll, force=args.force)
+    if args.resume:
+        extra = [n for n, v in (("INVENTORY", args.inventory), ("--out", args.out),
+                                ("--limit", args.limit)) if v]
+        if extra:
+            raise UsageError(f"--resume takes the hosts and directory from the fleet run; do "
+                             f"not give {', '.join(extra)}")
+        return orchestrate.resume(Path(args.resume), Path(args.study) if args.study else None,
+                                  opts, console)
+    if not args.inventory:
+        raise UsageError("fleet run needs an INVENTORY (or --resume DIR)")
+    if not args.study:
+        raise UsageError("fleet run needs --study FILE (the study every host runs)")
+    forks = _positive_int(args.forks, "--forks")
+    return orchestrate.start(Path(args.inventory), Path(args.study),
+                             Path(args.out) if args.out else None, args.limit, forks, opts,
+                             console)
+
+
 COMMANDS = {
     "doctor": cmd_doctor,
     "image": cmd_image,
@@ -555,6 +599,7 @@ COMMANDS = {
     "report": cmd_report,
     "compare": cmd_compare,
     "clean": cmd_clean,
+    "fleet": cmd_fleet,
 }
 
 
