@@ -181,8 +181,12 @@ def test_session_rounds_on_a_fake_sandbox(tmp_path: Path) -> None:
         assert sb.calls[2:] == [[probe, "true"], [probe, "out", str(OUT_BYTES)]] * 4
     assert not live_sandboxes()
     by = {m.metric: m for m in ms}
-    assert set(by) == {"exec_latency", "exec_1mib_latency"}
+    assert set(by) == {"exec_latency", "exec_1mib_latency", "exec_latency_p99",
+                       "exec_1mib_latency_p99"}
     raw = json.loads((tmp_path / str(by["exec_latency"].raw)).read_text())
+    for metric in ("exec_latency", "exec_1mib_latency"):
+        p99 = by[f"{metric}_p99"]
+        assert p99.value == by[metric].extra["p99"] and p99.kind == "latency"
     assert raw["out_bytes"] == OUT_BYTES
     for metric, key in (("exec_latency", "exec_s"), ("exec_1mib_latency", "exec_1mib_s")):
         m = by[metric]
@@ -325,8 +329,9 @@ def test_exec_latencies_on_real_runtimes(name: str, resolved: bool, tmp_path: Pa
     native call costs ~8 ms, so the extra 160 calls cost ~1.5 s."""
     n = 60 if resolved else 20
     ms, pooled = _measure(name, tmp_path, rounds=2, n=n)
-    assert {m.metric for m in ms} == {"exec_latency", "exec_1mib_latency"} and len(ms) == 4
-    for m in ms:
+    assert {m.metric for m in ms} == {"exec_latency", "exec_1mib_latency", "exec_latency_p99",
+                                      "exec_1mib_latency_p99"} and len(ms) == 8
+    for m in (m for m in ms if not m.metric.endswith("_p99")):
         assert math.isfinite(m.value) and 0 < m.value < 5, (m.metric, m.value)
         assert m.extra["n"] == n
         assert 0 < m.extra["min"] <= m.extra["p50"] <= m.extra["p99"] <= m.extra["max"]
