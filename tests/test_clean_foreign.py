@@ -266,11 +266,11 @@ def test_teardown_fault_fails_the_cell_with_evidence_then_clean(tmp_path: Path) 
     try:
         assert cp.returncode == 0, f"the study must finish: {cp.stderr[-2000:]}"
         assert "Traceback" not in cp.stderr
-        fails = [f for f in read_failures(out) if f["env"] == "runc"]
+        fails = [f for f in read_failures(out) if f.env == "runc"]
         assert fails, "the teardown fault must fail its cell"
         text = repr(fails)
         assert "injected delete fault" in text, text[-2000:]
-        assert all(f["evidence"].get("command") for f in fails)
+        assert all(f.evidence.get("command") for f in fails)
     finally:
         cp2 = run_cli("clean", timeout=300)
     assert cp2.returncode == 0, cp2.stdout + cp2.stderr

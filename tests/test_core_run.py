@@ -33,9 +33,9 @@ def core_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
 
 def _values(out: Path, env: str, bench: str, metric: str) -> list[float]:
     return [
-        s["value"]
+        s.value
         for s in read_samples(out)
-        if s["env"] == env and s["bench"] == bench and s["metric"] == metric
+        if s.env == env and s.bench == bench and s.metric == metric
     ]
 
 
@@ -65,7 +65,7 @@ def test_meta_records_facts(core_run: dict[str, Any]) -> None:
 def test_samples_sane(core_run: dict[str, Any], env: str) -> None:
     environment = env_or_skip(env)
     out = core_run["out"]
-    failures = [f for f in read_failures(out) if f["env"] == env]
+    failures = [f for f in read_failures(out) if f.env == env]
     assert not failures, failures
     startup = _values(out, env, "startup", "startup_time")
     assert len(startup) == 2 and all(0 < v < 60 for v in startup)
@@ -87,7 +87,7 @@ def test_samples_sane(core_run: dict[str, Any], env: str) -> None:
     assert all(p > 0 for p in pss)
     lat = _values(out, env, "syscall", "getpid_latency")
     assert len(lat) == 2 and all(10 < v < 1e6 for v in lat)  # ns per getpid
-    units = {(s["metric"], s["unit"]) for s in read_samples(out) if s["env"] == env}
+    units = {(s.metric, s.unit) for s in read_samples(out) if s.env == env}
     assert ("startup_time", "s") in units and ("private_dirty", "MiB") in units
     assert ("getpid_latency", "ns") in units and ("getpid_10000_total", "us") in units
 
@@ -104,9 +104,9 @@ def test_gvisor_runs_on_its_netstack(core_run: dict[str, Any]) -> None:
     env_or_skip("gvisor-systrap")
     starts = [
         s for s in read_samples(core_run["out"])
-        if s["env"] == "gvisor-systrap" and s["metric"] == "startup_time"
+        if s.env == "gvisor-systrap" and s.metric == "startup_time"
     ]
-    assert starts and all(s["extra"]["network"] == "netstack+veth" for s in starts)
+    assert starts and all(s.extra["network"] == "netstack+veth" for s in starts)
     meta = read_meta(core_run["out"])
     assert meta["environments"]["gvisor-systrap"]["network"] == "netstack+veth"
 
@@ -120,8 +120,8 @@ def test_docker_shared_daemon_reported_separately(core_run: dict[str, Any]) -> N
 
 def test_rounds_interleaved(core_run: dict[str, Any]) -> None:
     seq = [
-        (s["round"], s["env"]) for s in read_samples(core_run["out"])
-        if s["bench"] == "startup" and s["metric"] == "startup_time"
+        (s.round, s.env) for s in read_samples(core_run["out"])
+        if s.bench == "startup" and s.metric == "startup_time"
     ]
     rounds = [r for r, _ in seq]
     assert rounds == sorted(rounds), "rounds must go A B C A B C, not A A B B"

@@ -275,13 +275,13 @@ def test_cli_study_then_kill_mid_ramp_and_clean(tmp_path: Path) -> None:
     cp = run_cli("run", "--env", "runc", "--bench", "density,burst", "--study", str(study),
                  "--out", str(out), "--no-report", timeout=300)
     assert cp.returncode == 0, cp.stdout + cp.stderr
-    samples = [s for s in read_samples(out) if s["env"] == "runc"]
-    top = [s for s in samples if s["metric"] == "max_sandboxes"]
-    assert len(top) == 1 and top[0]["value"] == 4
-    assert top[0]["extra"]["stop_reason"] == "cap"
-    assert {s["params"]["method"] for s in samples if s["metric"] == "memory_per_sandbox"} \
+    samples = [s for s in read_samples(out) if s.env == "runc"]
+    top = [s for s in samples if s.metric == "max_sandboxes"]
+    assert len(top) == 1 and top[0].value == 4
+    assert top[0].extra["stop_reason"] == "cap"
+    assert {s.params["method"] for s in samples if s.metric == "memory_per_sandbox"} \
         >= {"private_dirty"}
-    assert len([s for s in samples if s["metric"] == "burst_start_time_p99"]) == 2
+    assert len([s for s in samples if s.metric == "burst_start_time_p99"]) == 2
     assert_same_host(before, host_state())
 
     # kill -9 of a run in the middle of a ramp, then clean: nothing is left.

@@ -14,7 +14,6 @@ import math
 import os
 import statistics
 import subprocess
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +202,7 @@ def test_a_bad_outcome_fails_the_cell_with_evidence(tmp_path: Path,
     assert not read_samples(tmp_path / "r")
     fails = read_failures(tmp_path / "r")
     assert fails and runner.failures == len(fails)
-    ev = fails[0]["evidence"]
+    ev = fails[0].evidence
     assert ev["command"][1] in ("true", "out")
     if "status" in fault:
         assert ev["exit_status"] == 1 and "Broken pipe" in ev["stderr_tail"]
@@ -225,10 +224,10 @@ def test_not_applicable_cell_through_runner_journal_and_resume(tmp_path: Path) -
     runner = _run_plan(out, [FakeEnv("ok"), FakeEnv("nx", not_applicable=BWRAP_REASON)])
     assert runner.failures == 0 and not read_failures(out)
     na = read_not_applicable(out)
-    assert [(r["env"], r["bench"], r["reason"]) for r in na] == [("nx", "exec", BWRAP_REASON)]
-    ends = {r["env"]: r for r in read_cell_ends(out)}
-    assert ends["nx"]["stop_reason"] == "not applicable" and ends["nx"]["rounds"] == 0
-    assert {s["env"] for s in read_samples(out)} == {"ok"}
+    assert [(r.env, r.bench, r.reason) for r in na] == [("nx", "exec", BWRAP_REASON)]
+    ends = {r.env: r for r in read_cell_ends(out)}
+    assert ends["nx"].stop_reason == "not applicable" and ends["nx"].rounds == 0
+    assert {s.env for s in read_samples(out)} == {"ok"}
     # A resumed run sees the cell as ended and has nothing left to do for it.
     _rounds, ended = cell_progress(out)
     assert ("nx", "exec") in ended
@@ -238,8 +237,8 @@ def test_not_applicable_record_round_trip(tmp_path: Path) -> None:
     rec = NotApplicableCell("bubblewrap", "exec", BWRAP_REASON, now_iso(), {"why": "fake"})
     with Journal(tmp_path) as j:
         j.append(rec)
-    assert read_not_applicable(tmp_path) == [asdict(rec)]
-    assert read_not_applicable(tmp_path)[0]["type"] == "not_applicable"
+    assert read_not_applicable(tmp_path) == [rec]
+    assert read_not_applicable(tmp_path)[0].type == "not_applicable"
 
 
 def _na_run(d: Path) -> Path:
@@ -355,8 +354,8 @@ def test_bubblewrap_cell_is_not_applicable_beside_a_measured_host(
     runner = _run_plan(out, [host, bwrap], rounds=1)
     assert runner.failures == 0 and not read_failures(out)
     na = read_not_applicable(out)
-    assert [(r["env"], r["reason"]) for r in na] == [("bubblewrap", bwrap.exec_not_applicable)]
-    assert {s["env"] for s in read_samples(out)} == {"host"}
+    assert [(r.env, r.reason) for r in na] == [("bubblewrap", bwrap.exec_not_applicable)]
+    assert {s.env for s in read_samples(out)} == {"host"}
     write_report(out)
     md = (out / "report.md").read_text()
     assert f"| bubblewrap | exec | {bwrap.exec_not_applicable} |" in md

@@ -63,8 +63,8 @@ def test_registered_environment_everywhere(ext: type[ExtEnvironment], tmp_path: 
     rc = main(["run", "--env", "host,ext-test", "--bench", "syscall", "--rounds", "2",
                "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
-    values = [s["value"] for s in read_samples(out)
-              if s["env"] == "ext-test" and s["metric"] == "getpid_latency"]
+    values = [s.value for s in read_samples(out)
+              if s.env == "ext-test" and s.metric == "getpid_latency"]
     assert len(values) == 2 and all(v > 0 for v in values)
 
     from sandbench.report.envinfo import colours

@@ -13,7 +13,17 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sandbench.results import read_failures, read_records, read_samples
+from sandbench.results import (
+    CellEnd,
+    Failure,
+    NotApplicableCell,
+    Record,
+    Sample,
+    Timing,
+    read_failures,
+    read_records,
+    read_samples,
+)
 from tests.conftest import REPO, SANDBENCH, assert_same_host, env_or_skip, host_state, run_cli
 
 pytestmark = pytest.mark.runtime
@@ -76,10 +86,10 @@ def test_killed_runtime_fails_its_cells_and_run_goes_on(tmp_path: Path, clean_ho
     assert _wait_for(container_init, 30), "no runc container init found to kill"
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr
-    failures = [f for f in read_failures(out) if f["env"] == "runc"]
+    failures = [f for f in read_failures(out) if f.env == "runc"]
     assert failures, "rounds after the kill must fail"
-    assert all(f["error"] for f in failures)
-    host = [s for s in read_samples(out) if s["env"] == "host" and s["metric"] == "getpid_latency"]
+    assert all(f.error for f in failures)
+    host = [s for s in read_samples(out) if s.env == "host" and s.metric == "getpid_latency"]
     assert len(host) == 150, "the other environment's rounds all ran"
 
 
@@ -179,11 +189,17 @@ def test_resume_after_kill_gives_same_cells(tmp_path: Path) -> None:
         # The resume cut the torn line before appending: the journal reads clean. Rounds
         # (samples, failures) and the cells' end records ("cell": rounds, stop reason).
         # Timing records say where a process's wall time went: a killed run's differ.
-        return Counter(
-            (r["type"], r["env"], r["bench"], int(r.get("round", r.get("rounds", -9))),
-             str(r.get("metric", r.get("stop_reason", ""))))
-            for r in read_records(d) if r["type"] != "timing"
-        )
+        def key(r: Record) -> tuple[str, str, str, int, str]:
+            if isinstance(r, Sample):
+                return (r.type, r.env, r.bench, r.round, r.metric)
+            if isinstance(r, CellEnd):
+                return (r.type, r.env, r.bench, r.rounds, r.stop_reason)
+            if isinstance(r, Failure):
+                return (r.type, r.env, r.bench, r.round, "")
+            assert isinstance(r, NotApplicableCell)
+            return (r.type, r.env, r.bench, -9, "")
+
+        return Counter(key(r) for r in read_records(d) if not isinstance(r, Timing))
 
     assert cells(out) == cells(full)
     assert "dropping a torn last line" in cp.stderr
@@ -244,7 +260,7 @@ def test_results_disk_full(tmp_path: Path, clean_host: None) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             samples = read_samples(out)
-        assert samples and all(s["unit"] in ("ns", "us") for s in samples)
+        assert samples and all(s.unit in ("ns", "us") for s in samples)
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 

@@ -120,10 +120,10 @@ def test_startup_and_syscall_through_the_cli(name: str, tmp_path: Path) -> None:
     cp = run_cli("run", "--env", name, "--bench", "startup,syscall", "--rounds", "2",
                  "--out", str(out), "--no-report", timeout=600)
     assert cp.returncode == 0, cp.stderr[-2000:] + cp.stdout[-2000:]
-    assert not [f for f in read_failures(out) if f["env"] == name]
-    samples = [s for s in read_samples(out) if s["env"] == name]
-    startup = [s["value"] for s in samples if s["metric"] == "startup_time"]
-    getpid = [s["value"] for s in samples if s["metric"] == "getpid_latency"]
+    assert not [f for f in read_failures(out) if f.env == name]
+    samples = [s for s in read_samples(out) if s.env == name]
+    startup = [s.value for s in samples if s.metric == "startup_time"]
+    getpid = [s.value for s in samples if s.metric == "getpid_latency"]
     assert len(startup) == 2 and all(0 < v < 60 for v in startup), startup
     assert len(getpid) == 2 and all(10 < v < 1e6 for v in getpid), getpid
     print(f"{name}: startup {sorted(startup)} s, getpid {sorted(getpid)} ns")

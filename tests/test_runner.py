@@ -32,7 +32,15 @@ from sandbench.environments.base import (
 )
 from sandbench.errors import SandboxError, command_evidence
 from sandbench.noise import CpuWatch
-from sandbench.results import Measurement, read_cell_ends, read_failures, read_records, read_samples
+from sandbench.results import (
+    CellEnd,
+    Measurement,
+    Sample,
+    read_cell_ends,
+    read_failures,
+    read_records,
+    read_samples,
+)
 from sandbench.study import Plan, Runner, rel_halfwidth
 
 
@@ -129,20 +137,20 @@ def _run(tmp_path: Path, envs: Sequence[Environment], bench: Benchmark, name: st
     return out
 
 
-def _ends(out: Path) -> dict[str, dict[str, Any]]:
-    return {r["env"]: r for r in read_cell_ends(out)}
+def _ends(out: Path) -> dict[str, CellEnd]:
+    return {r.env: r for r in read_cell_ends(out)}
 
 
 def test_quiet_cell_stops_early_noisy_runs_to_cap(tmp_path: Path) -> None:
     bench = NoiseBench({"quiet": 0.001, "noisy": 0.5})
     out = _run(tmp_path, [FakeEnv("quiet"), FakeEnv("noisy")], bench, budget_s=600)
     ends = _ends(out)
-    assert ends["quiet"]["stop_reason"] == "converged"
-    assert ends["quiet"]["rounds"] == 5  # the minimum: the scorecard's tests need 5
-    assert ends["quiet"]["rel_halfwidth"] <= 0.05
-    assert ends["noisy"]["stop_reason"] == "cap"
-    assert ends["noisy"]["rounds"] == 12
-    n = {e: sum(1 for s in read_samples(out) if s["env"] == e) for e in ("quiet", "noisy")}
+    assert ends["quiet"].stop_reason == "converged"
+    assert ends["quiet"].rounds == 5  # the minimum: the scorecard's tests need 5
+    assert ends["quiet"].rel_halfwidth is not None and ends["quiet"].rel_halfwidth <= 0.05
+    assert ends["noisy"].stop_reason == "cap"
+    assert ends["noisy"].rounds == 12
+    n = {e: sum(1 for s in read_samples(out) if s.env == e) for e in ("quiet", "noisy")}
     assert n == {"quiet": 5, "noisy": 12}
     meta = json.loads((out / "meta.json").read_text())
     assert meta["plan"]["adaptive"]["target_rel_halfwidth"] == 0.05
@@ -156,8 +164,8 @@ def test_budget_stops_extra_rounds(tmp_path: Path) -> None:
     took = time.monotonic() - t0
     end = _ends(out)["a"]
     # The minimum always runs (5 x 0.3 s), then the 2 s budget ends the extra rounds.
-    assert end["stop_reason"] == "budget"
-    assert 5 <= end["rounds"] < 12
+    assert end.stop_reason == "budget"
+    assert 5 <= end.rounds < 12
     assert took < 2.0 + 1.0 + 3.0
 
 
@@ -165,11 +173,11 @@ def test_fixed_rounds_and_emulated_quick_cap(tmp_path: Path) -> None:
     bench = NoiseBench({"a": 0.5, "vm": 0.5})
     out = _run(tmp_path, [FakeEnv("a"), FakeEnv("vm", ["emulated"])], bench)
     ends = _ends(out)
-    assert ends["vm"]["rounds"] == 3 and ends["vm"]["stop_reason"] == "cap"
-    assert all("emulated" in s["flags"] for s in read_samples(out) if s["env"] == "vm")
+    assert ends["vm"].rounds == 3 and ends["vm"].stop_reason == "cap"
+    assert all("emulated" in s.flags for s in read_samples(out) if s.env == "vm")
     bench2 = NoiseBench({"a": 0.5})
     out2 = _run(tmp_path, [FakeEnv("a")], bench2, name="fixed", rounds_override=2)
-    assert (_ends(out2)["a"]["rounds"], _ends(out2)["a"]["stop_reason"]) == (2, "fixed")
+    assert (_ends(out2)["a"].rounds, _ends(out2)["a"].stop_reason) == (2, "fixed")
 
 
 def test_faults_fail_their_cell_with_evidence_and_the_study_goes_on(tmp_path: Path) -> None:
@@ -180,19 +188,19 @@ def test_faults_fail_their_cell_with_evidence_and_the_study_goes_on(tmp_path: Pa
     failures = read_failures(out)
     by_env: dict[str, list[dict[str, Any]]] = {}
     for f in failures:
-        by_env.setdefault(f["env"], []).append(f)
-    assert len(by_env["s"]) == 5 and by_env["s"][0]["evidence"]["stderr_tail"] == "boom"
-    assert by_env["s"][0]["evidence"]["exit_status"] == 3
+        by_env.setdefault(f.env, []).append(f)
+    assert len(by_env["s"]) == 5 and by_env["s"][0].evidence["stderr_tail"] == "boom"
+    assert by_env["s"][0].evidence["exit_status"] == 3
     assert len(by_env["r"]) == 5
-    assert by_env["r"][0]["evidence"]["command"] == ["/sb/syscall"]
-    assert by_env["r"][0]["evidence"]["state"] == "running"
-    assert [f["round"] for f in by_env["t"]] == [-1]
-    assert "teardown" in by_env["t"][0]["error"] and by_env["t"][0]["evidence"]["exit_status"] == 1
+    assert by_env["r"][0].evidence["command"] == ["/sb/syscall"]
+    assert by_env["r"][0].evidence["state"] == "running"
+    assert [f.round for f in by_env["t"]] == [-1]
+    assert "teardown" in by_env["t"][0].error and by_env["t"][0].evidence["exit_status"] == 1
     assert "ok" not in by_env
-    assert len([s for s in read_samples(out) if s["env"] == "ok"]) == 5
-    assert len([s for s in read_samples(out) if s["env"] == "t"]) == 5
+    assert len([s for s in read_samples(out) if s.env == "ok"]) == 5
+    assert len([s for s in read_samples(out) if s.env == "t"]) == 5
     ends = _ends(out)
-    assert ends["s"]["stop_reason"] == "failed" and ends["r"]["stop_reason"] == "failed"
+    assert ends["s"].stop_reason == "failed" and ends["r"].stop_reason == "failed"
     assert json.loads((out / "meta.json").read_text()).get("finished")
     assert not live_sandboxes()
 
@@ -249,9 +257,9 @@ def test_busy_process_beside_a_round_is_flagged_noisy(tmp_path: Path) -> None:
             if "t<4" in " ".join(p.info["cmdline"] or []):
                 p.kill()
     samples = read_samples(out)
-    assert samples and all("noisy" in s["flags"] for s in samples)
-    assert all(s["extra"]["other_cpu_pct"] > 2 for s in samples)
-    assert any("python" in t for t in samples[0]["extra"]["other_cpu_top"])
+    assert samples and all("noisy" in s.flags for s in samples)
+    assert all(s.extra["other_cpu_pct"] > 2 for s in samples)
+    assert any("python" in t for t in samples[0].extra["other_cpu_top"])
 
 
 def test_own_children_are_not_noise() -> None:
@@ -273,7 +281,7 @@ def test_quiet_round_not_flagged(tmp_path: Path) -> None:
     # Other processes on a developer's machine may be busy; CI is quiet. Only the record's
     # presence and consistency are asserted here.
     for s in read_samples(out):
-        assert ("noisy" in s["flags"]) == (s["extra"]["other_cpu_pct"] > 2)
+        assert ("noisy" in s.flags) == (s.extra["other_cpu_pct"] > 2)
 
 
 def _by_round(vals: list[float]) -> dict[int, list[float]]:
@@ -303,8 +311,8 @@ def test_convergence_counts_rounds_not_sandboxes() -> None:
 def test_journal_records_kind_and_direction(tmp_path: Path) -> None:
     bench = NoiseBench({"a": 0.001})
     out = _run(tmp_path, [FakeEnv("a")], bench, rounds_override=1)
-    rec = next(r for r in read_records(out) if r["type"] == "sample")
-    assert rec["kind"] == "time" and rec["direction"] == "lower"
+    rec = next(r for r in read_records(out) if isinstance(r, Sample))
+    assert rec.kind == "time" and rec.direction == "lower"
 
 
 @pytest.mark.parametrize("bad", ["speed", ""])
@@ -336,8 +344,8 @@ class TwoMetricBench(NoiseBench):
 
 def test_convergence_judged_on_the_headline_metric(tmp_path: Path) -> None:
     out = _run(tmp_path, [FakeEnv("q")], TwoMetricBench({"q": 0.001}), budget_s=600)
-    assert _ends(out)["q"]["stop_reason"] == "converged"
-    assert _ends(out)["q"]["rounds"] == 5
+    assert _ends(out)["q"].stop_reason == "converged"
+    assert _ends(out)["q"].rounds == 5
     plain = NoiseBench({"q": 0.001})
     assert plain.converge_on == ()
 
@@ -426,9 +434,9 @@ def test_setup_runs_before_the_first_start_and_a_failing_one_fails_its_cell(
     assert events.index("setup a") < events.index("prepare a")
     assert "prepare b" not in events
     failures = read_failures(out)
-    assert failures and {f["env"] for f in failures} == {"b"}
-    assert failures[0]["evidence"]["stderr_tail"] == "no socket"
-    assert len([s for s in read_samples(out) if s["env"] == "a"]) >= 5
+    assert failures and {f.env for f in failures} == {"b"}
+    assert failures[0].evidence["stderr_tail"] == "no socket"
+    assert len([s for s in read_samples(out) if s.env == "a"]) >= 5
 
 
 class StopFailsSandbox(FakeSandbox):
@@ -461,14 +469,14 @@ def test_memory_keeps_a_rounds_samples_when_a_stop_fails(tmp_path: Path) -> None
                overrides={"memory": {"settle_s": 0.01}})
     samples = read_samples(out)
     failures = read_failures(out)
-    assert {s["round"] for s in samples} == {0, 1}
-    dirty = [s for s in samples if s["metric"] == "private_dirty"]
-    assert len(dirty) == 6 and all(s["value"] > 0 for s in dirty)
-    assert [f["round"] for f in failures] == [0, 1]
-    assert all("1 of 3 sandboxes of fake failed to stop" in f["error"] for f in failures)
-    assert failures[0]["evidence"]["stop_errors"][0]["evidence"]["command"] == ["fake", "delete"]
+    assert {s.round for s in samples} == {0, 1}
+    dirty = [s for s in samples if s.metric == "private_dirty"]
+    assert len(dirty) == 6 and all(s.value > 0 for s in dirty)
+    assert [f.round for f in failures] == [0, 1]
+    assert all("1 of 3 sandboxes of fake failed to stop" in f.error for f in failures)
+    assert failures[0].evidence["stop_errors"][0]["evidence"]["command"] == ["fake", "delete"]
     # the samples and the failure of a round are one write: adjacent lines of the journal
-    kinds = [r["type"] for r in read_records(out) if r["type"] in ("sample", "failure")]
+    kinds = [r.type for r in read_records(out) if r.type in ("sample", "failure")]
     assert kinds == (["sample"] * 6 + ["failure"]) * 2
 
 
@@ -486,5 +494,5 @@ def test_a_non_finite_value_fails_its_round_and_is_never_journaled(tmp_path: Pat
     out = _run(tmp_path, [FakeEnv("a")], NanBench({"a": 0.0}), rounds_override=2)
     assert read_samples(out) == []
     failures = read_failures(out)
-    assert [f["round"] for f in failures] == [0, 1]
-    assert "non-finite u (nan)" in failures[0]["error"]
+    assert [f.round for f in failures] == [0, 1]
+    assert "non-finite u (nan)" in failures[0].error

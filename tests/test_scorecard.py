@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from sandbench.report.scorecard import (
     evaluate_claims,
     scorecard,
 )
+from sandbench.results import Sample
 from tests.reportdata import PAPER_ENVS, meta, realistic_records, write_run
 
 PAPER_IDS = ["S1", "S2", "S3", "M1", "M2", "M3", "M4", "C1", "C2", "C3", "C4", "N1", "N2",
@@ -27,14 +29,14 @@ PAPER_IDS = ["S1", "S2", "S3", "M1", "M2", "M3", "M4", "C1", "C2", "C3", "C4", "
 
 
 def cell(env: str, median: float, n: int = 7, cov: float = 0.01, metric: str = "m",
-         params: dict[str, str] | None = None, seed: int = 0) -> list[dict[str, Any]]:
+         params: dict[str, str] | None = None, seed: int = 0) -> list[Sample]:
     rng = np.random.default_rng(seed + sum(env.encode()))
-    return [{"type": "sample", "env": env, "bench": "b", "metric": metric,
-             "value": float(median * (1 + rng.normal(0, cov))), "unit": "s", "round": i,
-             "params": params or {}, "flags": []} for i in range(n)]
+    return [Sample(env=env, bench="b", metric=metric,
+                   value=float(median * (1 + rng.normal(0, cov))), unit="s", round=i,
+                   params=params or {}, timestamp="") for i in range(n)]
 
 
-def verdict(samples: list[dict[str, Any]], check: dict[str, Any]) -> Any:
+def verdict(samples: list[Sample], check: dict[str, Any]) -> Any:
     claim = {"id": "X", "statement": "x", "check": [{"bench": "b", "metric": "m", **check}]}
     return evaluate_claims(samples, [claim], Rules())[0]
 
@@ -89,11 +91,9 @@ def test_order_among_uses_measured_others() -> None:
 
 
 def test_order_on_iqr_statistic() -> None:
-    def disk(env: str, spread: float) -> list[dict[str, Any]]:
-        out = cell(env, 100.0)
-        for s in out:
-            s["extra"] = {"percentiles": {"25": 100 - spread, "50": 100.0, "75": 100 + spread}}
-        return out
+    def disk(env: str, spread: float) -> list[Sample]:
+        pct = {"25": 100 - spread, "50": 100.0, "75": 100 + spread}
+        return [replace(s, extra={"percentiles": pct}) for s in cell(env, 100.0)]
     r = verdict(disk("a", 5.0) + disk("b", 20.0),
                 {"kind": "order", "statistic": "iqr", "less": ["a"], "greater": ["b"]})
     assert r.verdict == HOLDS
@@ -163,14 +163,14 @@ def test_ratio_change_and_param_expansion() -> None:
 
 def test_inverse() -> None:
     tps = [100.0, 200.0, 300.0, 400.0, 500.0, 600.0]
-    samples: list[dict[str, Any]] = []
+    samples: list[Sample] = []
     for i, t in enumerate(tps):
         samples += cell(f"e{i}", t, metric="m") + cell(f"e{i}", 1000 / t, metric="lat")
     chk = {"kind": "inverse", "other_metric": "lat", "envs": [f"e{i}" for i in range(6)]}
     r = verdict(samples, chk)
     assert r.verdict == HOLDS, r.reason
-    same_way = [s for s in samples if s["metric"] == "m"] + \
-        [{**s, "metric": "lat"} for s in samples if s["metric"] == "m"]
+    same_way = [s for s in samples if s.metric == "m"] + \
+        [replace(s, metric="lat") for s in samples if s.metric == "m"]
     assert verdict(same_way, chk).verdict == FAILS
     assert verdict(samples[:28], {**chk}).verdict == NOT_MEASURED  # two envs only
 
@@ -232,11 +232,11 @@ def test_group_claim_judged_on_measured_members() -> None:
 
 # --- multiplicity ------------------------------------------------------------------------------
 
-def _seeded(env: str, median: float, cov: float, seed: int, n: int = 12) -> list[dict[str, Any]]:
+def _seeded(env: str, median: float, cov: float, seed: int, n: int = 12) -> list[Sample]:
     rng = np.random.default_rng(seed)
-    return [{"type": "sample", "env": env, "bench": "b", "metric": "m",
-             "value": float(median * (1 + rng.normal(0, cov))), "unit": "s", "round": i,
-             "params": {}, "flags": []} for i in range(n)]
+    return [Sample(env=env, bench="b", metric="m",
+                   value=float(median * (1 + rng.normal(0, cov))), unit="s", round=i,
+                   params={}, timestamp="") for i in range(n)]
 
 
 def _claim(greater: list[str]) -> dict[str, Any]:

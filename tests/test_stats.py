@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from scipy import stats as sps
 
 from sandbench import stats
+from sandbench.results import HostSample, Sample
 
 
 def _samples(env: str, values: list[float], metric: str = "startup_time",
              params: dict[str, str] | None = None, flags: list[str] | None = None
-             ) -> list[dict[str, object]]:
-    return [{"type": "sample", "env": env, "bench": "b", "metric": metric, "value": v,
-             "unit": "s", "round": i, "params": params or {}, "flags": flags or []}
+             ) -> list[Sample]:
+    return [Sample(env=env, bench="b", metric=metric, value=v, unit="s", round=i,
+                   params=params or {}, timestamp="", flags=flags or [])
             for i, v in enumerate(values)]
 
 
@@ -204,8 +206,9 @@ def test_difference_below_five_rounds_is_thin_never_same(n: int) -> None:
 
 
 def test_direction_is_read_from_samples_never_from_names() -> None:
-    def s(**kw: str) -> dict[str, object]:
-        return {"metric": "throughput", **kw}
+    def s(**kw: str) -> Sample:
+        return Sample(env="e", bench="b", metric="throughput", value=1.0, unit="1/s", round=0,
+                      params={}, timestamp="", **kw)
     assert stats.direction_of([s(kind="rate", direction="higher")]) == "higher"
     assert stats.direction_of([s(kind="latency")]) == "lower"  # the kind's usual direction
     assert stats.direction_of([s(kind="time", direction="higher")]) == "higher"  # override
@@ -214,7 +217,7 @@ def test_direction_is_read_from_samples_never_from_names() -> None:
 
 
 def test_cellstats_carry_kind_and_direction() -> None:
-    ss = [{**x, "kind": "rate", "direction": "higher"} for x in _samples("host", [1.0, 2.0])]
+    ss = [replace(x, kind="rate", direction="higher") for x in _samples("host", [1.0, 2.0])]
     (c,) = stats.summarize(ss)
     assert (c.kind, c.direction) == ("rate", "higher")
     (c,) = stats.summarize(_samples("host", [1.0, 2.0]))
@@ -242,9 +245,9 @@ def test_round_is_the_unit_of_replication() -> None:
     intervals are the rounds' medians; the per-sandbox values stay for the figures."""
     from sandbench import stats
 
-    def smp(env: str, rnd: int, v: float) -> dict[str, object]:
-        return {"type": "sample", "env": env, "bench": "memory", "metric": "private_dirty",
-                "value": v, "unit": "MiB", "round": rnd, "params": {}, "flags": []}
+    def smp(env: str, rnd: int, v: float) -> Sample:
+        return Sample(env=env, bench="memory", metric="private_dirty", value=v, unit="MiB",
+                      round=rnd, params={}, timestamp="")
 
     a = [smp("host", r, 1.0 + 0.1 * k + 0.01 * r) for r in range(5) for k in range(3)]
     b = [smp("runc", r, 2.0 + 0.1 * k + 0.01 * r) for r in range(5) for k in range(3)]
@@ -253,6 +256,6 @@ def test_round_is_the_unit_of_replication() -> None:
     cells = {c.env: c for c in stats.summarize(a + b, baseline="host")}
     assert cells["runc"].n == 5 and cells["runc"].per_round == 3
     assert len(cells["runc"].sample_values) == 15
-    # No round recorded: each sample is a unit of its own.
-    loose = [{"value": float(v)} for v in range(4)]
-    assert stats.per_round(loose) == [0.0, 1.0, 2.0, 3.0]
+    # Two merged hosts' round 0 are two rounds, not one.
+    merged = [HostSample.of(smp("runc", 0, float(v)), host=f"h{v}", source=v) for v in range(4)]
+    assert stats.per_round(merged) == [0.0, 1.0, 2.0, 3.0]

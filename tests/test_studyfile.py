@@ -108,7 +108,7 @@ def test_study_file_runs_with_its_parameters(tmp_path: Path) -> None:
     cp = run_cli("run", "--study", str(f), "--no-report", timeout=120)
     assert cp.returncode == 0, cp.stderr
     assert read_meta(out)["plan"]["params"]["syscall"]["calls"] == 500
-    raw = [s["raw"] for s in read_samples(out)]
+    raw = [s.raw for s in read_samples(out)]
     assert raw and all('"calls": 500' in (out / r).read_text() for r in raw)
     assert json.loads((out / "meta.json").read_text())["plan"]["rounds"]["syscall"] == 2
 

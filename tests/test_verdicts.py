@@ -3,6 +3,7 @@ the underpowered cases (n = 1, n = 2), emulated-only members, likely causes, Q3.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +21,20 @@ from sandbench.report.scorecard import (
     likely_cause,
     scorecard,
 )
+from sandbench.results import Sample
 from tests.reportdata import PAPER_ENVS, meta, realistic_records, write_run
 
 
 def cell(env: str, median: float, n: int = 7, cov: float = 0.01, metric: str = "m",
-         emulated: bool = False) -> list[dict[str, Any]]:
+         emulated: bool = False) -> list[Sample]:
     rng = np.random.default_rng(sum(env.encode()) + n)
-    return [{"type": "sample", "env": env, "bench": "b", "metric": metric,
-             "value": float(median * (1 + rng.normal(0, cov))), "unit": "s", "round": i,
-             "params": {}, "flags": ["emulated"] if emulated else []} for i in range(n)]
+    return [Sample(env=env, bench="b", metric=metric,
+                   value=float(median * (1 + rng.normal(0, cov))), unit="s", round=i,
+                   params={}, timestamp="", flags=["emulated"] if emulated else [])
+            for i in range(n)]
 
 
-def judge(samples: list[dict[str, Any]], check: dict[str, Any],
+def judge(samples: list[Sample], check: dict[str, Any],
           meta_doc: dict[str, Any] | None = None) -> ClaimResult:
     claim = {"id": "X", "statement": "x", "check": [{"bench": "b", "metric": "m", **check}]}
     return evaluate_claims(samples, [claim], Rules(), meta_doc)[0]
@@ -256,9 +259,7 @@ def test_claim_judged_on_its_measurable_checks_naming_the_rest() -> None:
 def test_page_cache_disk_numbers_decide_nothing() -> None:
     """gVisor's O_DIRECT stops at its own page cache: its disk samples are flagged and a disk
     claim is judged without them, naming why."""
-    fast = cell("a", 1.0)
-    for s in fast:
-        s["flags"] = ["page_cache"]
+    fast = [replace(s, flags=["page_cache"]) for s in cell("a", 1.0)]
     r = judge(fast + cell("b", 2.0), ORDER)
     assert r.verdict == NOT_MEASURED
     assert "a (page cache)" in r.verdict_text

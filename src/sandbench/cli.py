@@ -455,8 +455,7 @@ def print_summary(out: Path, console: Console, baseline: str = "host") -> None:
         console.print(f"[red]{len(failures)} failed cell(s); see results.jsonl (each with its "
                       "evidence: command, exit status, output tails)")
     for na in read_not_applicable(out):
-        console.print(f"{na.get('bench')} on {na.get('env')}: not applicable "
-                      f"({na.get('reason')})")
+        console.print(f"{na.bench} on {na.env}: not applicable ({na.reason})")
 
 
 #: What `report` writes into its output directory; a directory holding anything else is not

@@ -17,6 +17,7 @@ from typing import Any
 
 from sandbench import comparability, results, stats
 from sandbench.errors import UsageError
+from sandbench.results import Sample
 
 ALPHA = stats.ALPHA
 
@@ -150,17 +151,16 @@ def differing_facts(meta_a: dict[str, Any], meta_b: dict[str, Any]) -> list[str]
     return comparability.differing_facts(meta_a, meta_b)
 
 
-def _full_key(sample: dict[str, Any], plan: dict[str, dict[str, Any]]) -> stats.CellKey:
+def _full_key(sample: Sample, plan: dict[str, dict[str, Any]]) -> stats.CellKey:
     """A cell keyed by all the parameters that decide what it measures: the benchmark's plan
     parameters (without the round settings) under the sample's own."""
-    params = {**plan.get(str(sample["bench"]), {}), **(sample.get("params") or {})}
-    return (str(sample["env"]), str(sample["bench"]), str(sample["metric"]),
-            stats.params_key(params))
+    params = {**plan.get(sample.bench, {}), **sample.params}
+    return (sample.env, sample.bench, sample.metric, stats.params_key(params))
 
 
 def _cells(directory: Path, plan: dict[str, dict[str, Any]]
-           ) -> dict[stats.CellKey, list[dict[str, Any]]]:
-    out: dict[stats.CellKey, list[dict[str, Any]]] = {}
+           ) -> dict[stats.CellKey, list[Sample]]:
+    out: dict[stats.CellKey, list[Sample]] = {}
     for s in results.read_samples(directory):
         out.setdefault(_full_key(s, plan), []).append(s)
     return out
@@ -196,8 +196,8 @@ def compare_runs(a: Path, b: Path, factor: float = 1.1, force: bool = False) -> 
                                 direction=da if da == db else "", factor=factor, alpha=ALPHA)
         env, bench, metric, _ = key
         rows.append(CompareRow(env=env, bench=bench, metric=metric,
-                               params=stats.params_key(sa[0].get("params")),
-                               unit=str(sa[0].get("unit", "")), diff=diff))
+                               params=stats.params_key(sa[0].params),
+                               unit=sa[0].unit, diff=diff))
     return Comparison(a=a, b=b, factor=factor, rows=rows,
                       differing_facts=facts if force else [],
                       differing_params=params if force else [])

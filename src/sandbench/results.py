@@ -24,11 +24,11 @@ import os
 import types
 import typing
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from sandbench.errors import UsageError
 
@@ -51,6 +51,46 @@ KINDS = {
     "amount": "higher",  # work done in a fixed time (sysbench events), sandboxes that fit
 }
 DIRECTIONS = ("higher", "lower")
+
+
+class JsonRecord:
+    """A dataclass written as a JSON object and read back as the same class: `from_dict`
+    checks every field against its annotation (finite numbers, a round of `min_round` or
+    more, a raw path inside the results directory) and says in one line (SchemaError) which
+    file, line, field and value it cannot read. Keys it does not declare are ignored, so a
+    record a later sandbench added a field to still reads; fields added since schema 1 have
+    defaults, so records older than them read too."""
+
+    #: What the record is called in messages ("sample", "ramp step").
+    what: ClassVar[str] = "record"
+    #: The lowest round a record of this class may carry.
+    min_round: ClassVar[int] = 0
+
+    @classmethod
+    def from_dict(cls, rec: Any, where: str) -> Self:
+        if not isinstance(rec, dict):
+            raise SchemaError(f"{where}: not a JSON object but {_describe(rec)}")
+        values: dict[str, Any] = {}
+        klass: type = cls  # mypy does not see a type[Self] as hashable for the cache
+        for name, hint, required in _record_fields(klass):
+            if name not in rec:
+                if required:
+                    raise SchemaError(f"{where}: {cls.what} record without {name!r}")
+                continue
+            value = rec[name]
+            if not _type_ok(hint, value):
+                raise SchemaError(f"{where}: {cls.what} field {name!r} must be "
+                                  f"{_wanted(hint)}, got {_describe(value)}")
+            values[name] = value
+        if values.get("round", cls.min_round) < cls.min_round:
+            raise SchemaError(f"{where}: {cls.what} field 'round' must be {cls.min_round} or "
+                              f"more, got {values['round']}")
+        raw = values.get("raw")
+        if raw is not None and not safe_relative(raw):
+            raise SchemaError(f"{where}: {cls.what} field 'raw' must be a path inside the "
+                              f"results directory, got {_describe(raw)}")
+        make: Callable[..., Self] = cls  # a dataclass: its fields are its keywords
+        return make(**values)
 
 
 @dataclass(frozen=True)
@@ -111,7 +151,7 @@ class Measurement:
 
 
 @dataclass(frozen=True)
-class Sample:
+class Sample(JsonRecord):
     env: str
     bench: str
     metric: str
@@ -127,9 +167,11 @@ class Sample:
     direction: str = ""
     type: str = "sample"
 
+    what: ClassVar[str] = "sample"
+
 
 @dataclass(frozen=True)
-class Failure:
+class Failure(JsonRecord):
     env: str
     bench: str
     round: int
@@ -140,9 +182,13 @@ class Failure:
     evidence: dict[str, Any] = field(default_factory=dict)
     type: str = "failure"
 
+    what: ClassVar[str] = "failure"
+    #: A failure of a session's teardown has round -1.
+    min_round: ClassVar[int] = -1
+
 
 @dataclass(frozen=True)
-class NotApplicableCell:
+class NotApplicableCell(JsonRecord):
     """A benchmark that has no meaning in an environment (errors.NotApplicable): the reason
     instead of a number; the report shows the cell as "not applicable", not as a failure."""
 
@@ -153,9 +199,11 @@ class NotApplicableCell:
     evidence: dict[str, Any] = field(default_factory=dict)
     type: str = "not_applicable"
 
+    what: ClassVar[str] = "not_applicable"
+
 
 @dataclass(frozen=True)
-class CellEnd:
+class CellEnd(JsonRecord):
     """The end of one (env, bench) cell's rounds and why it stopped: "converged" (every
     median's interval within the target), "cap" (max_rounds), "budget" (the study's time),
     "fixed" (--rounds), "failed" (the environment could not go on), "not applicable" (the
@@ -169,9 +217,11 @@ class CellEnd:
     timestamp: str
     type: str = "cell"
 
+    what: ClassVar[str] = "cell"
+
 
 @dataclass(frozen=True)
-class Timing:
+class Timing(JsonRecord):
     """Where one benchmark's wall time went (seconds on the monotonic clock): "setup"
     (environments' set-up and sessions' entry), "rounds" (the benchmark's own round code),
     "isolate" (freezing the other environments, thawing the measured one), "noise" (the
@@ -184,9 +234,26 @@ class Timing:
     timestamp: str
     type: str = "timing"
 
+    what: ClassVar[str] = "timing"
+
 
 #: What the journal holds.
 Record = Sample | Failure | CellEnd | Timing | NotApplicableCell
+
+
+@dataclass(frozen=True)
+class HostSample(Sample):
+    """A sample as a report holds it: `env` is the environment's label ("env @ host" in a
+    report that merges several machines), `host` that machine's label and `source` the index
+    of the results directory it came from (where its raw outputs are). Never journaled."""
+
+    host: str = ""
+    source: int = 0
+
+    @classmethod
+    def of(cls, sample: Sample, host: str, source: int) -> HostSample:
+        return cls(**{f.name: getattr(sample, f.name) for f in fields(Sample)},
+                   host=host, source=source)
 
 
 class SchemaError(UsageError):
@@ -195,7 +262,7 @@ class SchemaError(UsageError):
 
 
 #: The journal's record types, by their "type" field.
-RECORD_TYPES: dict[str, type] = {"sample": Sample, "failure": Failure, "cell": CellEnd,
+RECORD_TYPES: dict[str, type[Record]] = {"sample": Sample, "failure": Failure, "cell": CellEnd,
                                  "timing": Timing, "not_applicable": NotApplicableCell}
 
 
@@ -268,10 +335,10 @@ def raw_file(directory: Path, raw: str) -> Path | None:
     return path if path.is_relative_to(root) else None
 
 
-def check_record(rec: Any, where: str) -> dict[str, Any]:
-    """The record as read, if it is one this sandbench writes: a JSON object of a known type
-    whose fields have their types (finite numbers, a non-negative round, a raw path inside
-    the directory). Otherwise SchemaError naming the line, the field and what it must be."""
+def parse_record(rec: Any, where: str) -> Record:
+    """The record a journal line holds, as the class that wrote it (by its "type" field), if
+    it is one this sandbench writes; otherwise SchemaError naming the line, the field and what
+    it must be. Every journal record is read here: a migration of an older shape goes here."""
     if not isinstance(rec, dict):
         raise SchemaError(f"{where}: not a JSON object but {_describe(rec)}")
     kind = rec.get("type")
@@ -279,23 +346,7 @@ def check_record(rec: Any, where: str) -> dict[str, Any]:
     if cls is None:
         raise SchemaError(f"{where}: unknown record type {_describe(kind)}; known: "
                           f"{', '.join(RECORD_TYPES)}")
-    for name, hint, required in _record_fields(cls):
-        if name not in rec:
-            if required:
-                raise SchemaError(f"{where}: {kind} record without {name!r}")
-            continue
-        if not _type_ok(hint, rec[name]):
-            raise SchemaError(f"{where}: {kind} field {name!r} must be {_wanted(hint)}, got "
-                              f"{_describe(rec[name])}")
-    low = -1 if kind == "failure" else 0  # a failure of a session's teardown has round -1
-    if "round" in rec and rec["round"] < low:
-        raise SchemaError(f"{where}: {kind} field 'round' must be {low} or more, got "
-                          f"{rec['round']}")
-    raw = rec.get("raw")
-    if raw is not None and not safe_relative(raw):
-        raise SchemaError(f"{where}: {kind} field 'raw' must be a path inside the results "
-                          f"directory, got {_describe(raw)}")
-    return rec
+    return cls.from_dict(rec, where)
 
 
 class Journal:
@@ -352,7 +403,7 @@ def _drop_torn_tail(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def read_records(directory: Path) -> Iterator[dict[str, Any]]:
+def read_records(directory: Path) -> Iterator[Record]:
     """Every intact record of a journal. A torn last line (a crash mid-write) is skipped with a
     warning; a corrupt line elsewhere is an error, since that is not what a crash leaves."""
     path = directory / JOURNAL
@@ -374,33 +425,33 @@ def read_records(directory: Path) -> Iterator[dict[str, Any]]:
                 )
                 continue
             raise SchemaError(f"{path}: line {i + 1} is not JSON") from None
-        yield check_record(rec, f"{path}: line {i + 1}")
+        yield parse_record(rec, f"{path}: line {i + 1}")
 
 
-def read_samples(directory: Path) -> list[dict[str, Any]]:
-    return [r for r in read_records(directory) if r.get("type") == "sample"]
+def read_samples(directory: Path) -> list[Sample]:
+    return [r for r in read_records(directory) if isinstance(r, Sample)]
 
 
-def read_failures(directory: Path) -> list[dict[str, Any]]:
-    return [r for r in read_records(directory) if r.get("type") == "failure"]
+def read_failures(directory: Path) -> list[Failure]:
+    return [r for r in read_records(directory) if isinstance(r, Failure)]
 
 
-def read_not_applicable(directory: Path) -> list[dict[str, Any]]:
-    return [r for r in read_records(directory) if r.get("type") == "not_applicable"]
+def read_not_applicable(directory: Path) -> list[NotApplicableCell]:
+    return [r for r in read_records(directory) if isinstance(r, NotApplicableCell)]
 
 
 def finished_cells(directory: Path) -> set[tuple[str, str, int]]:
     """(env, bench, round) of every round with an outcome (samples or a failure)."""
-    return {(r["env"], r["bench"], int(r["round"])) for r in read_records(directory)
-            if r.get("type") in ("sample", "failure")}
+    return {(r.env, r.bench, r.round) for r in read_records(directory)
+            if isinstance(r, Sample | Failure)}
 
 
-def read_timings(directory: Path) -> list[dict[str, Any]]:
-    return [r for r in read_records(directory) if r.get("type") == "timing"]
+def read_timings(directory: Path) -> list[Timing]:
+    return [r for r in read_records(directory) if isinstance(r, Timing)]
 
 
-def read_cell_ends(directory: Path) -> list[dict[str, Any]]:
-    return [r for r in read_records(directory) if r.get("type") == "cell"]
+def read_cell_ends(directory: Path) -> list[CellEnd]:
+    return [r for r in read_records(directory) if isinstance(r, CellEnd)]
 
 
 def cell_progress(directory: Path) -> tuple[set[tuple[str, str, int]], set[tuple[str, str]]]:
@@ -408,10 +459,10 @@ def cell_progress(directory: Path) -> tuple[set[tuple[str, str, int]], set[tuple
     rounds: set[tuple[str, str, int]] = set()
     ended: set[tuple[str, str]] = set()
     for r in read_records(directory):
-        if r.get("type") in ("sample", "failure"):
-            rounds.add((r["env"], r["bench"], int(r["round"])))
-        elif r.get("type") == "cell":
-            ended.add((r["env"], r["bench"]))
+        if isinstance(r, Sample | Failure):
+            rounds.add((r.env, r.bench, r.round))
+        elif isinstance(r, CellEnd):
+            ended.add((r.env, r.bench))
     return rounds, ended
 
 

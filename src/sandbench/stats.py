@@ -14,13 +14,13 @@ import math
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 from scipy import stats as sps
 
-from sandbench.results import DIRECTIONS
+from sandbench.results import DIRECTIONS, HostSample, Sample
 from sandbench.results import KINDS as KIND_DIRECTIONS
 
 SEED = 20210415  # fixed so that reports and scorecards are reproducible run to run
@@ -50,42 +50,45 @@ def params_text(key: ParamsKey) -> str:
     return " ".join(f"{k}={v}" for k, v in key)
 
 
-def cell_key(sample: dict[str, Any]) -> CellKey:
-    return (str(sample["env"]), str(sample["bench"]), str(sample["metric"]),
-            params_key(sample.get("params")))
+def cell_key(sample: Sample) -> CellKey:
+    return (sample.env, sample.bench, sample.metric, params_key(sample.params))
 
 
-def group_samples(samples: Iterable[dict[str, Any]]) -> dict[CellKey, list[dict[str, Any]]]:
+_S = TypeVar("_S", bound=Sample)
+
+
+def group_samples(samples: Iterable[_S]) -> dict[CellKey, list[_S]]:
     """Samples by cell, each cell's samples in journal order."""
-    cells: dict[CellKey, list[dict[str, Any]]] = {}
+    cells: dict[CellKey, list[_S]] = {}
     for s in samples:
         cells.setdefault(cell_key(s), []).append(s)
     return cells
 
 
-def per_round(samples: Sequence[dict[str, Any]]) -> list[float]:
+def _round_of(s: Sample) -> tuple[int, str, int]:
+    """The round a sample belongs to; merged hosts' (and directories') rounds stay apart."""
+    return (s.source, s.host, s.round) if isinstance(s, HostSample) else (0, "", s.round)
+
+
+def per_round(samples: Sequence[Sample]) -> list[float]:
     """The cell's values with the round as the unit of replication: one value per round,
     the median of the round's values, in journal order. A benchmark that journals several
     values a round (memory: one per sandbox started in it) shares that round's host state,
     so its sandboxes are not independent: tests, intervals and convergence use the rounds;
-    the per-sandbox values stay in the journal and the figures. A sample without a round
-    (older or hand-made journals) is a unit of its own. Merged hosts' rounds stay apart."""
-    by_round: dict[Any, list[float]] = {}
-    for i, s in enumerate(samples):
-        r = s.get("round")
-        key = (s.get("_source"), s.get("_host"), r) if isinstance(r, int) else ("", "", -1 - i)
-        by_round.setdefault(key, []).append(float(s["value"]))
+    the per-sandbox values stay in the journal and the figures. Merged hosts' rounds stay
+    apart."""
+    by_round: dict[tuple[int, str, int], list[float]] = {}
+    for s in samples:
+        by_round.setdefault(_round_of(s), []).append(float(s.value))
     return [v[0] if len(v) == 1 else float(np.median(v)) for v in by_round.values()]
 
 
-def values_per_round(samples: Sequence[dict[str, Any]]) -> int:
+def values_per_round(samples: Sequence[Sample]) -> int:
     """The most values any one round of the cell holds (1: one sample a round)."""
-    counts: dict[Any, int] = {}
+    counts: dict[tuple[int, str, int], int] = {}
     for s in samples:
-        r = s.get("round")
-        if isinstance(r, int):
-            k = (s.get("_source"), s.get("_host"), r)
-            counts[k] = counts.get(k, 0) + 1
+        k = _round_of(s)
+        counts[k] = counts.get(k, 0) + 1
     return max(counts.values(), default=1)
 
 
@@ -211,21 +214,19 @@ THIN = "not enough samples"
 CHANGED = "different, direction unknown"  # significant, but the metric declares no direction
 
 
-def direction_of(samples: Iterable[dict[str, Any]]) -> str:
+def direction_of(samples: Iterable[Sample]) -> str:
     """"higher" or "lower" (which is better), as the samples declare it (their "direction", or
     the usual direction of their "kind"); "" when they do not (journals from before metrics
     declared a meaning) or disagree. Never guessed from the metric's name."""
     found = set()
     for s in samples:
-        d = str(s.get("direction") or "")
-        if not d:
-            d = KIND_DIRECTIONS.get(str(s.get("kind") or ""), "")
+        d = s.direction or KIND_DIRECTIONS.get(s.kind, "")
         found.add(d if d in DIRECTIONS else "")
     return found.pop() if len(found) == 1 else ""
 
 
-def kind_of(samples: Iterable[dict[str, Any]]) -> str:
-    kinds = {str(s.get("kind") or "") for s in samples}
+def kind_of(samples: Iterable[Sample]) -> str:
+    kinds = {s.kind for s in samples}
     return kinds.pop() if len(kinds) == 1 else ""
 
 
@@ -370,7 +371,7 @@ def describe(values: Sequence[float]) -> dict[str, float]:
             "ci_low": lo, "ci_high": hi}
 
 
-def summarize(samples: Iterable[dict[str, Any]], baseline: str = "host") -> list[CellStats]:
+def summarize(samples: Iterable[Sample], baseline: str = "host") -> list[CellStats]:
     """One CellStats per cell, with its ratio to the same (bench, metric, params) cell of the
     baseline env. A baseline that was not measured gives ratio None everywhere."""
     groups = group_samples(samples)
@@ -379,7 +380,7 @@ def summarize(samples: Iterable[dict[str, Any]], baseline: str = "host") -> list
         env, bench, metric, pk = key
         values = per_round(ss)
         d = describe(values)
-        flags = sorted({str(f) for s in ss for f in (s.get("flags") or [])})
+        flags = sorted({f for s in ss for f in s.flags})
         base = groups.get((baseline, bench, metric, pk))
         ratio = rlo = rhi = None
         if base is not None:
@@ -389,13 +390,13 @@ def summarize(samples: Iterable[dict[str, Any]], baseline: str = "host") -> list
                 lo, hi = ratio_ci(values, bvals)
                 rlo, rhi = (lo, hi) if math.isfinite(lo) else (None, None)
         out.append(CellStats(
-            env=env, bench=bench, metric=metric, params=pk, unit=str(ss[0].get("unit", "")),
+            env=env, bench=bench, metric=metric, params=pk, unit=ss[0].unit,
             values=tuple(values), n=int(d["n"]), median=d["median"], mean=d["mean"],
             stdev=d["stdev"], cov=d["cov"], min=d["min"], max=d["max"], q1=d["q1"],
             q3=d["q3"], ci_low=d["ci_low"], ci_high=d["ci_high"], flags=tuple(flags),
             ratio=ratio, ratio_low=rlo, ratio_high=rhi, kind=kind_of(ss),
             direction=direction_of(ss), per_round=values_per_round(ss),
-            sample_values=tuple(float(s["value"]) for s in ss)))
+            sample_values=tuple(float(s.value) for s in ss)))
     return out
 
 

@@ -709,11 +709,10 @@ class Runner:
             from sandbench.results import read_samples
 
             for smp in read_samples(self.out):
-                c = cells.get(smp["env"])
-                if c is not None and smp["bench"] == bench.name:
-                    self._keep(c, smp.get("metric", ""), smp.get("params") or {},
-                               smp.get("kind", ""), float(smp["value"]), bench.converge_on,
-                               int(smp.get("round", -1)))
+                c = cells.get(smp.env)
+                if c is not None and smp.bench == bench.name:
+                    self._keep(c, smp.metric, smp.params, smp.kind, float(smp.value),
+                               bench.converge_on, smp.round)
         flags = {e.name: e.flags() for e in self.plan.envs}
 
         lock = threading.Lock()  # teardown failures may come from several closing threads

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sandbench import results, stats
+from sandbench.results import Sample
 
 FACTOR = 1.1  # as `compare`'s default: smaller changes are not called differences
 #: The width when the output is not a terminal (CI logs, files).
@@ -39,7 +40,7 @@ class Column:
     unit: str
     scale: float  # displayed value = value * scale (s shown as ms where all are below 1 s)
     shown_unit: str
-    by_env: dict[str, list[dict[str, Any]]]
+    by_env: dict[str, list[Sample]]
 
     def legend(self) -> str:
         p = stats.params_text(self.params)
@@ -76,7 +77,7 @@ def _declared() -> dict[str, tuple[str | None, dict[str, Any], str]]:
             for b in all_benchmarks()}
 
 
-def columns(samples: Sequence[dict[str, Any]]) -> list[Column]:
+def columns(samples: Sequence[Sample]) -> list[Column]:
     """The headline column of every benchmark with samples, in registry order (then the
     order first journaled): its declared metric and cell, else its first metric and cell."""
     declared = _declared()
@@ -93,7 +94,7 @@ def columns(samples: Sequence[dict[str, Any]]) -> list[Column]:
         pks = list(dict.fromkeys(k[3] for k in keys if k[2] == metric))
         pk = stats.params_key(want) if stats.params_key(want) in pks else pks[0]
         by_env = {k[0]: ss for k, ss in groups.items() if k[1:] == (bench, metric, pk)}
-        unit = str(next(iter(by_env.values()))[0].get("unit", ""))
+        unit = next(iter(by_env.values()))[0].unit
         medians = [float(np.median(stats.per_round(ss))) for ss in by_env.values()]
         scale, shown = 1.0, unit
         if unit == "s" and medians and max(abs(m) for m in medians) < 1.0:
@@ -138,10 +139,10 @@ def summary_table(results_dir: Path, baseline: str = "host",
 
     meta = results.read_meta(results_dir)
     samples = results.read_samples(results_dir)
-    na = {(str(r["env"]), str(r["bench"])) for r in results.read_not_applicable(results_dir)}
-    failed = {(str(r["env"]), str(r["bench"])) for r in results.read_failures(results_dir)}
+    na = {(r.env, r.bench) for r in results.read_not_applicable(results_dir)}
+    failed = {(r.env, r.bench) for r in results.read_failures(results_dir)}
     plan_envs = [str(e) for e in (meta.get("plan") or {}).get("envs", [])]
-    seen = {str(s["env"]) for s in samples} | {e for e, _ in na | failed}
+    seen = {s.env for s in samples} | {e for e, _ in na | failed}
     envs = envinfo.by_class(envinfo.order(set(plan_envs) | seen, plan_envs),
                             meta.get("environments") or {})
     cols = columns(samples)

@@ -24,6 +24,7 @@ from sandbench.benchmarks import fleet, hostmem
 from sandbench.benchmarks.base import Benchmark, RoundFn, RunContext
 from sandbench.environments.base import Environment
 from sandbench.errors import SandboxError
+from sandbench.raw_records import BurstStarts
 from sandbench.results import Measurement
 
 #: Seconds the K threads may take to reach the starting line (they are all started first).
@@ -98,7 +99,8 @@ class Burst(Benchmark):
             times = [p.up_s for p in probes]
             prepares = [p.prepare_s for p in probes]
             span = (max(p.t_up for p in probes) - min(p.t_launch for p in probes)) / 1e9
-            raw = ctx.save_raw(env.name, self.name, rnd, "burst.json", json.dumps(times))
+            raw = ctx.save_raw(env.name, self.name, rnd, "burst.json",
+                               BurstStarts(tuple(times)).to_json())
             ctx.save_raw(env.name, self.name, rnd, "burst-prepare.json", json.dumps(prepares))
             par = {"k": k}
             return [

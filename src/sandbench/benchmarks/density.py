@@ -30,7 +30,7 @@ import statistics
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sandbench import procs
@@ -39,6 +39,7 @@ from sandbench.benchmarks.base import Benchmark, RoundFn, RunContext
 from sandbench.benchmarks.hostlimits import LimitWatch
 from sandbench.environments.base import Environment, Sandbox
 from sandbench.errors import SandboxError, StepTimeout
+from sandbench.raw_records import RampStep, ramp_json
 from sandbench.results import Measurement
 
 KIB_PER_MIB = 1024.0
@@ -132,7 +133,7 @@ class Density(Benchmark):
         reserve_cap = int((base - floor) // reserved) if reserved else None
         watch = LimitWatch()
         boxes: list[Sandbox] = []
-        steps: list[dict[str, Any]] = []
+        steps: list[RampStep] = []
         stop: Stop | None = None
         t0 = time.perf_counter()
         try:
@@ -154,24 +155,18 @@ class Density(Benchmark):
                 if n == 1 or n % k == 0:
                     with contextlib.suppress(SandboxError, OSError):
                         watch.learn(probed.sb.host_pids())
-                step: dict[str, Any] = {
-                    "n": n,
-                    "start_time_s": probed.total_s,
-                    "prepare_s": probed.prepare_s,
-                    "mem_available_mib": hostmem.mem_available_mib(),
-                    "psi_some_avg10": hostmem.psi_some_avg10(),
-                    # CPU, not memory, may be what fills first: idle sandboxes that still
-                    # wake (a sentry's timers) slow every later start on a small host.
-                    "load_1m": os.getloadavg()[0],
-                    "t_s": time.perf_counter() - t0,
-                }
+                step = RampStep(
+                    n=n, start_time_s=probed.total_s, prepare_s=probed.prepare_s,
+                    mem_available_mib=hostmem.mem_available_mib(),
+                    psi_some_avg10=hostmem.psi_some_avg10(), load_1m=os.getloadavg()[0],
+                    t_s=time.perf_counter() - t0)
                 if n % k == 0:
                     dirty, pss, _ = mean_memory(boxes[-k:])
                     if dirty is None:
-                        step["memory_note"] = f"none of the last {k} sandboxes could be counted"
+                        step = replace(step, memory_note=f"none of the last {k} sandboxes "
+                                       "could be counted")
                     else:
-                        step["private_dirty_mib"] = dirty
-                        step["pss_mib"] = pss
+                        step = replace(step, private_dirty_mib=dirty, pss_mib=pss)
                 steps.append(step)
                 stop = self._after(step, steps, p, floor)
             duration = time.perf_counter() - t0
@@ -182,7 +177,7 @@ class Density(Benchmark):
             if steps:
                 with contextlib.suppress(OSError):
                     ctx.save_raw(env.name, self.name, rnd, "ramp-interrupted.json",
-                                 json.dumps(steps, indent=1))
+                                 ramp_json(steps))
             raise
         finally:
             took: float | None = None
@@ -229,30 +224,30 @@ class Density(Benchmark):
         return Stop(reason, f"start {n + 1} failed: {text}", evidence=evidence)
 
     @staticmethod
-    def _after(step: dict[str, Any], steps: list[dict[str, Any]], p: dict[str, Any],
+    def _after(step: RampStep, steps: list[RampStep], p: dict[str, Any],
                floor: float) -> Stop | None:
-        n = step["n"]
+        n = step.n
         if n > 10:
-            med = statistics.median(s["start_time_s"] for s in steps[:10])
-            if step["start_time_s"] > float(p["slow_factor"]) * med:
-                return Stop("slow_start", f"start {n} took {step['start_time_s']:.3g} s, more "
+            med = statistics.median(s.start_time_s for s in steps[:10])
+            if step.start_time_s > float(p["slow_factor"]) * med:
+                return Stop("slow_start", f"start {n} took {step.start_time_s:.3g} s, more "
                             f"than {p['slow_factor']:g} x the median {med:.3g} s of the first "
                             "ten")
-        psi = step["psi_some_avg10"]
+        psi = step.psi_some_avg10
         if psi is not None and psi > float(p["psi_max"]):
             return Stop("memory_pressure", f"PSI memory some avg10 {psi:g} % above "
                         f"{p['psi_max']:g} %")
-        if step["mem_available_mib"] < floor:
-            return Stop("mem_available_floor", f"MemAvailable {step['mem_available_mib']:.0f} "
+        if step.mem_available_mib < floor:
+            return Stop("mem_available_floor", f"MemAvailable {step.mem_available_mib:.0f} "
                         f"MiB under the floor of {floor:.0f} MiB")
         return None
 
     def _measure(self, env: Environment, ctx: RunContext, p: dict[str, Any], rnd: int,
-                 boxes: list[Sandbox], steps: list[dict[str, Any]], stop: Stop | None,
+                 boxes: list[Sandbox], steps: list[RampStep], stop: Stop | None,
                  base: float, floor: float, duration: float) -> list[Measurement]:
         assert stop is not None
         n = len(boxes)
-        raw = ctx.save_raw(env.name, self.name, rnd, "ramp.json", json.dumps(steps, indent=1))
+        raw = ctx.save_raw(env.name, self.name, rnd, "ramp.json", ramp_json(steps))
         # Let lazily started helpers appear and the kernel's counters settle before counting.
         time.sleep(float(p["settle_s"]))
         if p["drop_caches"]:
@@ -260,7 +255,7 @@ class Density(Benchmark):
         after = hostmem.mem_available_mib()
         sample = [boxes[i] for i in spread(n, int(p["mem_sample"]))]
         dirty, pss, counted = mean_memory(sample)
-        tail = [s["start_time_s"] for s in steps[-max(1, -(-n // 10)):]]
+        tail = [s.start_time_s for s in steps[-max(1, -(-n // 10)):]]
         out = [Measurement.amount(
             "max_sandboxes", n, "sandboxes", raw=raw,
             extra={"stop_reason": stop.reason, "knob": stop.knob, "duration_s": duration,

@@ -4,7 +4,7 @@ has their data."""
 from __future__ import annotations
 
 import json
-import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from sandbench import results
+from sandbench.raw_records import BurstStarts, RampStep, read_ramp
 from sandbench.report.figures import (
     Figure,
     Series,
@@ -22,6 +23,7 @@ from sandbench.report.figures import (
     scale_for,
 )
 from sandbench.report.model import RunData
+from sandbench.results import HostSample, SchemaError
 
 PHASE_PREFIX = "phase_"
 PHASE_COLOURS = ("#bdbdbd", "#6baed6", "#fd8d3c", "#74c476", "#9e9ac8", "#fdd0a2")
@@ -70,45 +72,48 @@ def phases_figure(run: RunData, outdir: Path) -> Figure | None:
                   "Hatched: emulated (TCG).", section="phases")
 
 
-def _load_json(run: RunData, sample: dict[str, Any]) -> Any:
-    raw = sample.get("raw")
-    if not raw:
+def _load_json(run: RunData, sample: HostSample) -> tuple[Any, str] | None:
+    """The raw output a sample names, parsed, and its path for messages; None where there is
+    none to read (not kept, outside the directory, missing or not JSON)."""
+    if not sample.raw:
         return None
-    path = results.raw_file(run.source_dir(sample), str(raw))
+    path = results.raw_file(run.source_dir(sample), sample.raw)
     if path is None:
         return None
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text()), str(path)
     except (OSError, ValueError):
         return None
 
 
-def _ramps(run: RunData) -> dict[str, list[dict[str, Any]]]:
-    """Per env label, the ramp of its median max_sandboxes round."""
-    by_label: dict[str, list[dict[str, Any]]] = {}
+def _ramps(run: RunData) -> dict[str, list[RampStep]]:
+    """Per env label, the ramp of its median max_sandboxes round. A ramp.json of another
+    shape is left out of the figures with a warning that names it."""
+    by_label: dict[str, list[HostSample]] = {}
     for s in run.samples:
-        if s.get("bench") == "density" and s.get("metric") == "max_sandboxes":
-            by_label.setdefault(str(s["env"]), []).append(s)
+        if s.bench == "density" and s.metric == "max_sandboxes":
+            by_label.setdefault(s.env, []).append(s)
     out = {}
     for lab, ss in by_label.items():
-        ss.sort(key=lambda s: float(s["value"]))
-        ramp = _load_json(run, ss[(len(ss) - 1) // 2])
-        if isinstance(ramp, list) and ramp and all(isinstance(p, dict) and "n" in p
-                                                   for p in ramp):
-            out[lab] = sorted(ramp, key=lambda p: float(p["n"]))
+        ss.sort(key=lambda s: float(s.value))
+        loaded = _load_json(run, ss[(len(ss) - 1) // 2])
+        if loaded is None:
+            continue
+        try:
+            out[lab] = read_ramp(*loaded)
+        except SchemaError as e:
+            warnings.warn(f"{e}; the density figures leave {lab} out", stacklevel=2)
     return out
 
 
-def _per_sandbox_memory(ramp: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+def _per_sandbox_memory(ramp: list[RampStep]) -> tuple[list[float], list[float]]:
     """(n, MiB per sandbox) from MemAvailable: what n sandboxes took since the first point."""
-    first = ramp[0]
-    n0, m0 = float(first["n"]), first.get("mem_available_mib")
+    n0, m0 = ramp[0].n, ramp[0].mem_available_mib
     xs, ys = [], []
     for p in ramp[1:]:
-        m = p.get("mem_available_mib")
-        if isinstance(m, int | float) and isinstance(m0, int | float) and p["n"] > n0:
-            xs.append(float(p["n"]))
-            ys.append((float(m0) - float(m)) / (float(p["n"]) - n0))
+        if p.n > n0:
+            xs.append(float(p.n))
+            ys.append((m0 - p.mem_available_mib) / (p.n - n0))
     return xs, ys
 
 
@@ -120,8 +125,7 @@ def density_figures(run: RunData, outdir: Path) -> list[Figure]:
     fig, ax = plt.subplots(figsize=(7.5, 4.4))
     vals = []
     for lab, ramp in ramps.items():
-        pts = [(float(p["n"]), float(p["start_time_s"])) for p in ramp
-               if isinstance(p.get("start_time_s"), int | float)]
+        pts = [(float(p.n), p.start_time_s) for p in ramp]
         vals += [y for _, y in pts]
         ax.plot([x for x, _ in pts], [y for _, y in pts], color=run.colour(lab), label=lab,
                 linestyle="--" if run.emulated(lab) else "-", marker=".")
@@ -149,8 +153,8 @@ def density_figures(run: RunData, outdir: Path) -> list[Figure]:
         ax.plot(xs, ys, color=run.colour(lab), label=f"{lab} (MemAvailable)", marker=".",
                 linestyle="--" if run.emulated(lab) else "-")
         # density records the mean private dirty of the last k sandboxes: already per sandbox
-        pd = [(float(p["n"]), float(p["private_dirty_mib"])) for p in ramp
-              if isinstance(p.get("private_dirty_mib"), int | float) and p["n"] > 0]
+        pd = [(float(p.n), p.private_dirty_mib) for p in ramp
+              if p.private_dirty_mib is not None and p.n > 0]
         if pd:
             ax.plot([x for x, _ in pd], [y for _, y in pd], color=run.colour(lab),
                     linestyle=":", label=f"{lab} (private dirty)")
@@ -179,18 +183,20 @@ def burst_figure(run: RunData, outdir: Path) -> Figure | None:
     k_of: dict[str, str] = {}
     seen_raw: set[tuple[str, str]] = set()
     for s in run.samples:
-        if s.get("bench") != "burst":
+        if s.bench != "burst":
             continue
-        lab = str(s["env"])
-        k_of.setdefault(lab, str((s.get("params") or {}).get("k", "?")))
-        raw = str(s.get("raw") or "")
-        if not raw or (lab, raw) in seen_raw:
+        lab = s.env
+        k_of.setdefault(lab, str(s.params.get("k", "?")))
+        if not s.raw or (lab, s.raw) in seen_raw:
             continue
-        seen_raw.add((lab, raw))
-        data = _load_json(run, s)
-        if isinstance(data, list):
-            starts.setdefault(lab, []).extend(
-                float(v) for v in data if isinstance(v, int | float) and math.isfinite(v))
+        seen_raw.add((lab, s.raw))
+        loaded = _load_json(run, s)
+        if loaded is None:
+            continue
+        try:
+            starts.setdefault(lab, []).extend(BurstStarts.from_json(*loaded).start_times_s)
+        except SchemaError as e:
+            warnings.warn(f"{e}; the burst figure leaves that round out", stacklevel=2)
     if not starts:  # no per-sandbox times stored: the rounds' p50 are what there is
         for c in run.cells:
             if c.bench == "burst" and c.metric == "burst_start_time_p50":

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sandbench import comparability, results, stats
 from sandbench.errors import UsageError
 from sandbench.report import envinfo
+from sandbench.results import CellEnd, Failure, HostSample, NotApplicableCell, Sample
 
 SEP = " @ "  # between env and host in a merged report's labels
 # Kept for callers that want the list of environment names sandbench knows.
@@ -38,23 +39,23 @@ class Source:
 class RunData:
     directory: Path  # where the report goes
     meta: dict[str, Any]  # the first source's
-    samples: list[dict[str, Any]]  # env renamed to its label; "_host" and "_source" added
-    failures: list[dict[str, Any]]
+    samples: list[HostSample]  # env renamed to its label
+    failures: list[Failure]  # env renamed to its label, as in the records below
     cells: list[stats.CellStats]
     env_order: list[str]  # labels, host by host
     baseline: str
     warnings: list[stats.StatWarning]
-    groups: dict[stats.CellKey, list[dict[str, Any]]]
+    groups: dict[stats.CellKey, list[HostSample]]
     sources: list[Source] = field(default_factory=list)
-    cell_records: list[dict[str, Any]] = field(default_factory=list)
+    cell_records: list[CellEnd] = field(default_factory=list)
     #: Cells a benchmark has no meaning in (results.NotApplicableCell): env label, bench,
     #: reason. Neither numbers nor failures.
-    not_applicable: list[dict[str, Any]] = field(default_factory=list)
+    not_applicable: list[NotApplicableCell] = field(default_factory=list)
     bench_order: list[str] = field(default_factory=list)
     colour_of: dict[str, str] = field(default_factory=dict)  # by env name
     label_env: dict[str, str] = field(default_factory=dict)
     label_host: dict[str, str] = field(default_factory=dict)
-    host_samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # raw names
+    host_samples: dict[str, list[HostSample]] = field(default_factory=dict)  # raw names
     class_of: dict[str, str] = field(default_factory=dict)  # by env name: isolation class
     seccomp_of: dict[str, str] = field(default_factory=dict)  # by env name: its filter
 
@@ -91,7 +92,7 @@ class RunData:
         return sorted(found, key=lambda c: self.env_rank(c.env))
 
     def samples_for(self, env: str, bench: str, metric: str,
-                    params: stats.ParamsKey) -> list[dict[str, Any]]:
+                    params: stats.ParamsKey) -> list[HostSample]:
         return self.groups.get((env, bench, metric, params), [])
 
     def baseline_label(self, host: str) -> str:
@@ -104,16 +105,15 @@ class RunData:
     def not_applicable_reason(self, label: str, bench: str) -> str | None:
         """Why `bench` has no meaning in the environment `label`, or None."""
         for r in self.not_applicable:
-            if r.get("env") == label and r.get("bench") == bench:
-                return str(r.get("reason", ""))
+            if r.env == label and r.bench == bench:
+                return r.reason
         return None
 
     def emulated(self, label: str) -> bool:
         return any("emulated" in c.flags for c in self.cells if c.env == label)
 
-    def source_dir(self, sample: dict[str, Any]) -> Path:
-        i = int(sample.get("_source", 0))
-        return self.sources[i].directory if self.sources else self.directory
+    def source_dir(self, sample: HostSample) -> Path:
+        return self.sources[sample.source].directory if self.sources else self.directory
 
     def headline(self, bench: str) -> str | None:
         """The metric that stands for the benchmark in the summary."""
@@ -122,8 +122,7 @@ class RunData:
         for want in declared:
             if want in metrics:
                 return want
-        kinds = {str(s.get("metric")): str(s.get("kind") or "") for s in self.samples
-                 if s.get("bench") == bench}
+        kinds = {s.metric: s.kind for s in self.samples if s.bench == bench}
         useful = [m for m in metrics if kinds.get(m) != "count"
                   and m not in stats.EVENT_COUNTS]
         return (useful or metrics)[0] if metrics else None
@@ -131,9 +130,8 @@ class RunData:
     def direction(self, bench: str, metric: str) -> str | None:
         """"higher" or "lower" as journaled; None for journals older than directions."""
         for s in self.samples:
-            if s.get("bench") == bench and s.get("metric") == metric:
-                d = s.get("direction")
-                return str(d) if d in results.DIRECTIONS else None
+            if s.bench == bench and s.metric == metric:
+                return s.direction if s.direction in results.DIRECTIONS else None
         return None
 
 
@@ -147,13 +145,15 @@ def host_labels(metas: Sequence[dict[str, Any]], dirs: Sequence[Path]) -> list[s
     return [o if out.count(o) == 1 else f"{o}#{i + 1}" for i, o in enumerate(out)]
 
 
-def _fold(records: list[dict[str, Any]], label_of: dict[str, str], host: str,
-          i: int) -> list[dict[str, Any]]:
+_R = TypeVar("_R", HostSample, Failure, CellEnd, NotApplicableCell)
+
+
+def _fold(records: list[_R], label_of: dict[str, str]) -> list[_R]:
+    """The records with each env renamed to its label in the report."""
     out = []
     for r in records:
-        env = str(r.get("env"))
-        label_of.setdefault(env, env)
-        out.append({**r, "env": label_of[env], "_host": host, "_source": i})
+        label_of.setdefault(r.env, r.env)
+        out.append(replace(r, env=label_of[r.env]))
     return out
 
 
@@ -173,35 +173,34 @@ def load_runs(directories: Sequence[Path], baseline: str = "host", out: Path | N
             raise UsageError("these runs differ in benchmark parameters: " + "; ".join(diffs)
                              + "; pass --force to merge them anyway")
     multi = len(dirs) > 1
-    samples: list[dict[str, Any]] = []
-    failures: list[dict[str, Any]] = []
-    cell_records: list[dict[str, Any]] = []
-    not_applicable: list[dict[str, Any]] = []
+    samples: list[HostSample] = []
+    failures: list[Failure] = []
+    cell_records: list[CellEnd] = []
+    not_applicable: list[NotApplicableCell] = []
     cells: list[stats.CellStats] = []
     label_env: dict[str, str] = {}
     label_host: dict[str, str] = {}
-    host_samples: dict[str, list[dict[str, Any]]] = {}
+    host_samples: dict[str, list[HostSample]] = {}
     sources = []
     all_envs: list[str] = []
     for i, (d, m, h) in enumerate(zip(dirs, metas, hosts, strict=True)):
         sources.append(Source(d, m, h))
         records = list(results.read_records(d))
-        raw = [r for r in records if r.get("type") == "sample"
-               and isinstance(r.get("value"), int | float) and math.isfinite(float(r["value"]))]
-        envs = ({str(r.get("env")) for r in records
-                 if r.get("type") in ("sample", "failure", "not_applicable")}
+        # The journal's numbers are finite (parse_record refuses others).
+        raw = [HostSample.of(r, h, i) for r in records if isinstance(r, Sample)]
+        envs = ({r.env for r in records if isinstance(r, Sample | Failure | NotApplicableCell)}
                 | set(m.get("plan", {}).get("envs", [])))
         label_of = {e: (e + SEP + h if multi else e) for e in envs}
         for e, lab in label_of.items():
             label_env[lab], label_host[lab] = e, h
         all_envs += [e for e in envs if e not in all_envs]
-        host_samples[h] = [{**r, "_source": i} for r in raw]
-        mine = _fold(raw, label_of, h, i)
+        host_samples[h] = raw
+        mine = _fold(raw, label_of)
         samples += mine
-        failures += _fold([r for r in records if r.get("type") == "failure"], label_of, h, i)
-        cell_records += _fold([r for r in records if r.get("type") == "cell"], label_of, h, i)
-        not_applicable += _fold([r for r in records if r.get("type") == "not_applicable"],
-                                label_of, h, i)
+        failures += _fold([r for r in records if isinstance(r, Failure)], label_of)
+        cell_records += _fold([r for r in records if isinstance(r, CellEnd)], label_of)
+        not_applicable += _fold([r for r in records if isinstance(r, NotApplicableCell)],
+                                label_of)
         cells += stats.summarize(mine, baseline=label_of.get(baseline, baseline))
     plan_envs = [e for m in metas for e in m.get("plan", {}).get("envs", [])]
     facts: dict[str, dict[str, Any]] = {}
@@ -212,7 +211,7 @@ def load_runs(directories: Sequence[Path], baseline: str = "host", out: Path | N
     order = [lab for h in hosts for e in env_names
              for lab in [e + SEP + h if multi else e] if lab in label_env]
     benches = envinfo.bench_order({c.bench for c in cells}
-                                  | {str(r.get("bench")) for r in not_applicable},
+                                  | {r.bench for r in not_applicable},
                                   [b for m in metas for b in m.get("plan", {}).get("benches", [])])
     cells.sort(key=lambda c: (benches.index(c.bench), c.metric, c.params,
                               order.index(c.env) if c.env in order else len(order)))

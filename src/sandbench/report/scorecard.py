@@ -24,6 +24,7 @@ import numpy as np
 
 from sandbench import results, stats
 from sandbench.report import envinfo
+from sandbench.results import Sample
 
 CLAIMS_FILE = Path(__file__).with_name("claims.toml")
 
@@ -141,14 +142,14 @@ class Cells:
     A cell is emulated when any of its samples carries the "emulated" flag or its env ran
     under TCG according to meta.json (older journals): it is shown, never judged."""
 
-    def __init__(self, samples: Iterable[dict[str, Any]],
+    def __init__(self, samples: Iterable[Sample],
                  meta: Mapping[str, Any] | None = None) -> None:
         self.groups = stats.group_samples(samples)
         envs = (meta or {}).get("environments") or {}
         self.tcg = {e for e, f in envs.items() if str((f or {}).get("accel", "")) == "tcg"}
 
     def samples(self, env: str, bench: str, metric: str,
-                params: dict[str, Any]) -> list[dict[str, Any]] | None:
+                params: dict[str, Any]) -> list[Sample] | None:
         want = set(stats.params_key(params))
         for (e, b, m, pk), ss in sorted(self.groups.items()):
             if (e, b, m) == (env, bench, metric) and want <= set(pk):
@@ -159,11 +160,11 @@ class Cells:
         ss = self.samples(env, bench, metric, params)
         if ss is None:
             return MISSING
-        if env in self.tcg or any("emulated" in (s.get("flags") or []) for s in ss):
+        if env in self.tcg or any("emulated" in s.flags for s in ss):
             return EMULATED
         # Disk numbers served from the environment's own cache did not reach the device:
         # disk claims are judged without them (the report shows them, flagged).
-        if any("page_cache" in (s.get("flags") or []) for s in ss):
+        if any("page_cache" in s.flags for s in ss):
             return PAGE_CACHE
         return OK
 
@@ -190,8 +191,8 @@ class Cells:
         return self.status(env, bench, metric, params) == OK
 
 
-def _iqr(sample: dict[str, Any]) -> float | None:
-    pct = (sample.get("extra") or {}).get("percentiles")
+def _iqr(sample: Sample) -> float | None:
+    pct = sample.extra.get("percentiles")
     if not isinstance(pct, dict):
         return None
     p = {float(k): float(v) for k, v in pct.items()}
@@ -679,7 +680,7 @@ def likely_cause(envs: Iterable[str], meta: Mapping[str, Any] | None) -> str:
 # --- claims ------------------------------------------------------------------------------------
 
 
-def evaluate_claims(samples: Iterable[dict[str, Any]], claims: Sequence[dict[str, Any]],
+def evaluate_claims(samples: Iterable[Sample], claims: Sequence[dict[str, Any]],
                     rules: Rules, meta: Mapping[str, Any] | None = None) -> list[ClaimResult]:
     cells = Cells(samples, meta)
     out: list[ClaimResult] = []

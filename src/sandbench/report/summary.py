@@ -126,7 +126,7 @@ def heatmap(run: RunData) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     for label in run.env_order:
         if not any(c.env == label for c in run.cells) and not any(
-                r.get("env") == label for r in run.not_applicable):
+                r.env == label for r in run.not_applicable):
             continue
         env = run.env_of(label)
         cls = run.class_of.get(env, "other")
@@ -160,8 +160,8 @@ def startup_variance_causes(run: RunData) -> list[str]:
             continue
         by_phase: dict[str, list[float]] = {}
         for smp in run.samples:
-            if smp["env"] == c.env and smp["bench"] == "startup" and smp["metric"] in PHASE_METRICS:
-                by_phase.setdefault(smp["metric"], []).append(float(smp["value"]))
+            if smp.env == c.env and smp.bench == "startup" and smp.metric in PHASE_METRICS:
+                by_phase.setdefault(smp.metric, []).append(float(smp.value))
         spread = {m: statistics.pvariance(v) for m, v in by_phase.items() if len(v) > 1}
         if not spread:
             continue
@@ -189,9 +189,9 @@ def noisy_round_causes(run: RunData) -> list[str]:
             continue
         if not math.isfinite(c.cov) or c.cov <= STARTUP_COV:
             continue
-        quiet = [float(smp["value"]) for smp in run.samples
-                 if smp["env"] == c.env and smp["bench"] == c.bench
-                 and smp["metric"] == c.metric and "noisy" not in (smp.get("flags") or [])]
+        quiet = [float(smp.value) for smp in run.samples
+                 if smp.env == c.env and smp.bench == c.bench
+                 and smp.metric == c.metric and "noisy" not in smp.flags]
         n_noisy = c.n - len(quiet)
         if n_noisy and len(quiet) >= 2 and statistics.mean(quiet) > 0:
             qcov = statistics.stdev(quiet) / statistics.mean(quiet)
@@ -223,9 +223,8 @@ def quality(run: RunData) -> tuple[str, str]:
     n_cells = len(run.cells)
     if not n_cells:
         return ("empty", "The run has no samples.")
-    rounds = {(s["env"], s["bench"], s.get("round")) for s in run.samples}
-    noisy = {(s["env"], s["bench"], s.get("round")) for s in run.samples
-             if "noisy" in (s.get("flags") or [])}
+    rounds = {(s.env, s.bench, s.round) for s in run.samples}
+    noisy = {(s.env, s.bench, s.round) for s in run.samples if "noisy" in s.flags}
     thin = [c for c in run.cells if c.n < stats.THIN_N]
     high_cov = [c for c in run.cells if c.metric not in stats.EVENT_COUNTS
                 and math.isfinite(c.cov) and c.cov > stats.NOISY_COV]
@@ -239,7 +238,7 @@ def quality(run: RunData) -> tuple[str, str]:
         parts.append(f"{len(thin)} of {n_cells} cells have fewer than {stats.THIN_N} rounds")
     if emulated:
         parts.append(f"{len(emulated)} emulated (TCG)")
-    stops = Counter(str(r.get("stop_reason")) for r in run.cell_records)
+    stops = Counter(r.stop_reason for r in run.cell_records)
     if run.failures:
         parts.append(f"{len(run.failures)} cell rounds failed")
     if run.not_applicable:
@@ -267,11 +266,11 @@ def quality_details(run: RunData) -> list[str]:
     if not run.cells:
         return out
     n_cells = len(run.cells)
-    rounds = {(s["env"], s["bench"], s.get("round")) for s in run.samples}
-    noisy: dict[tuple[Any, Any, Any], dict[str, Any]] = {}
+    rounds = {(s.env, s.bench, s.round) for s in run.samples}
+    noisy: dict[tuple[str, str, int], dict[str, Any]] = {}
     for s in run.samples:
-        if "noisy" in (s.get("flags") or []):
-            noisy.setdefault((s["env"], s["bench"], s.get("round")), s.get("extra") or {})
+        if "noisy" in s.flags:
+            noisy.setdefault((s.env, s.bench, s.round), s.extra)
     rule = (run.meta.get("plan") or {}).get("noise") or {}
     frac = float(rule.get("core_fraction", 0.02))
     line = (f"{len(noisy)} of {len(rounds)} rounds noisy: other processes used more than "
@@ -312,14 +311,14 @@ def quality_details(run: RunData) -> list[str]:
         who = (f"the hosts {', '.join(nested)} themselves run" if run.multi_host
                else "the host itself runs")
         out.append(who + " in a VM, so VM numbers are nested")
-    stops = Counter(str(r.get("stop_reason")) for r in run.cell_records)
+    stops = Counter(r.stop_reason for r in run.cell_records)
     if stops:
         out.append("rounds stopped: " + ", ".join(f"{n} {k}" for k, n in stops.most_common()))
     if run.failures:
         out.append(f"{len(run.failures)} cell rounds failed (listed under Failures)")
     if run.not_applicable:
         out.append(f"{len(run.not_applicable)} cells not applicable, not failures: " + "; ".join(
-            f"{r.get('env')} {r.get('bench')} ({r.get('reason')})" for r in run.not_applicable))
+            f"{r.env} {r.bench} ({r.reason})" for r in run.not_applicable))
     return [t[0].upper() + t[1:] for t in out]
 
 

@@ -39,10 +39,9 @@ def stop_reasons(run: RunData) -> dict[tuple[str, str], str]:
     records (adaptive rounds); empty for journals without them."""
     out = {}
     for r in run.cell_records:
-        hw = r.get("rel_halfwidth")
-        out[(str(r.get("env")), str(r.get("bench")))] = (
-            f"{r.get('rounds', '?')} rounds, {r.get('stop_reason', '?')}"
-            + (f", ±{float(hw):.1%}" if isinstance(hw, int | float) else ""))
+        hw = r.rel_halfwidth
+        out[(r.env, r.bench)] = (f"{r.rounds} rounds, {r.stop_reason}"
+                                 + (f", ±{hw:.1%}" if hw is not None else ""))
     return out
 
 
@@ -71,8 +70,7 @@ def summary_rows(run: RunData) -> list[dict[str, str]]:
 
 def not_applicable_rows(run: RunData) -> list[dict[str, str]]:
     """Cells a benchmark has no meaning in, with the reason, in bench and env order."""
-    rows = [{"env": str(r.get("env")), "bench": str(r.get("bench")),
-             "reason": str(r.get("reason", ""))} for r in run.not_applicable]
+    rows = [{"env": r.env, "bench": r.bench, "reason": r.reason} for r in run.not_applicable]
     return sorted(rows, key=lambda r: (
         run.bench_order.index(r["bench"]) if r["bench"] in run.bench_order else 0,
         run.env_rank(r["env"])))
@@ -129,11 +127,9 @@ def text(v: Any) -> str:
 
 
 def failure_rows(run: RunData) -> list[dict[str, str]]:
-    return [{"env": str(f.get("env")), "bench": str(f.get("bench")),
-             "round": str(f.get("round")),
-             "params": stats.params_text(stats.params_key(f.get("params"))),
-             "error": str(f.get("error", "")).strip().splitlines()[-1][:300]
-             if str(f.get("error", "")).strip() else ""}
+    return [{"env": f.env, "bench": f.bench, "round": str(f.round),
+             "params": stats.params_text(stats.params_key(f.params)),
+             "error": f.error.strip().splitlines()[-1][:300] if f.error.strip() else ""}
             for f in run.failures]
 
 
@@ -141,11 +137,11 @@ def density_rows(run: RunData) -> list[dict[str, str]]:
     """Why each density ramp stopped: one row per max_sandboxes sample."""
     rows = []
     for s in run.samples:
-        if s.get("bench") != "density" or s.get("metric") != "max_sandboxes":
+        if s.bench != "density" or s.metric != "max_sandboxes":
             continue
-        extra = s.get("extra") or {}
-        rows.append({"env": str(s["env"]), "round": str(s.get("round")),
-                     "max": fmt(float(s["value"])), "stop_reason": text(extra.get("stop_reason")),
+        extra = s.extra
+        rows.append({"env": s.env, "round": str(s.round),
+                     "max": fmt(float(s.value)), "stop_reason": text(extra.get("stop_reason")),
                      "knob": text(extra.get("knob")),
                      "duration": fmt(extra.get("duration_s")) + " s"
                      if isinstance(extra.get("duration_s"), int | float) else "-"})
