@@ -180,14 +180,20 @@ def _remove_remote_results(fleet: dict[str, object]) -> None:
         with_parent.rmdir()
 
 
-@pytest.mark.runtime
-def test_fleet_of_two_loopback_hosts_and_an_unreachable_one(
-        sshd: dict[str, str], tmp_path: Path) -> None:
+def _fleet_files(sshd: dict[str, str], tmp_path: Path,
+                 unreachable: bool) -> tuple[Path, Path, Path]:
+    """The tiny study, the inventory of the loopback hosts, the fleet's output directory."""
     env_or_skip("runc")
     study = tmp_path / "study.toml"
     study.write_text(STUDY)
-    inv = _inventory(sshd, tmp_path / "inv.ini", unreachable=True)
-    out = tmp_path / "fleet"
+    return study, _inventory(sshd, tmp_path / "inv.ini", unreachable=unreachable), \
+        tmp_path / "fleet"
+
+
+@pytest.mark.runtime
+def test_fleet_of_two_loopback_hosts_and_an_unreachable_one(
+        sshd: dict[str, str], tmp_path: Path) -> None:
+    study, inv, out = _fleet_files(sshd, tmp_path, unreachable=True)
     p = subprocess.run(_fleet_argv(str(inv), "--study", str(study), "--out", str(out)),
                        capture_output=True, text=True, timeout=600, cwd=REPO)
     fleet = json.loads((out / "fleet.json").read_text())
@@ -222,11 +228,7 @@ def test_fleet_of_two_loopback_hosts_and_an_unreachable_one(
 @pytest.mark.runtime
 def test_resume_after_a_killed_fleet_run_finishes_only_what_was_left(
         sshd: dict[str, str], tmp_path: Path) -> None:
-    env_or_skip("runc")
-    study = tmp_path / "study.toml"
-    study.write_text(STUDY)
-    inv = _inventory(sshd, tmp_path / "inv.ini", unreachable=False)
-    out = tmp_path / "fleet"
+    study, inv, out = _fleet_files(sshd, tmp_path, unreachable=False)
     proc = subprocess.Popen(_fleet_argv(str(inv), "--study", str(study), "--out", str(out)),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=REPO, start_new_session=True)

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import time
 from abc import abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -285,6 +286,17 @@ class AgentVmSandbox(Sandbox):
         text = f"{self.env_name}: {message}; console: {tail_file(self.log)}"
         return (StepTimeout if timeout else SandboxError)(text, self.evidence())
 
+    @contextlib.contextmanager
+    def _vmm_step(self) -> Iterator[None]:
+        """A VMM step's error raised as this sandbox's failure: with the VMM's command, exit
+        status and console tail (a StepTimeout stays one)."""
+        try:
+            yield
+        except StepTimeout as e:
+            raise self.fail(str(e), timeout=True) from None
+        except SandboxError as e:
+            raise self.fail(str(e)) from None
+
     def _alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -321,21 +333,13 @@ class AgentVmSandbox(Sandbox):
         raise SandboxError(f"{self.env_name} has no restore path")
 
     def checkpoint(self, image_dir: Path) -> None:
-        try:
+        with self._vmm_step():
             self.vmm_save(image_dir)
-        except StepTimeout as e:
-            raise self.fail(str(e), timeout=True) from None
-        except SandboxError as e:
-            raise self.fail(str(e)) from None
         self._end_vmm()
 
     def restore(self, image_dir: Path) -> None:
-        try:
+        with self._vmm_step():
             self.vmm_load(image_dir)
-        except StepTimeout as e:
-            raise self.fail(str(e), timeout=True) from None
-        except SandboxError as e:
-            raise self.fail(str(e)) from None
 
     def discard(self) -> None:
         self._end_vmm()
@@ -344,17 +348,11 @@ class AgentVmSandbox(Sandbox):
         args = argv or self.spec.argv or IDLE_ARGV
         self.argv = list(args)  # the first process: a restore starts the same machine again
         self._spawn(self.vmm_command(args))
-        try:
+        with self._vmm_step():
             self.vmm_configure(args)
-        except StepTimeout as e:
-            raise self.fail(str(e), timeout=True) from None
-        except SandboxError as e:
-            raise self.fail(str(e)) from None
         self.mark("created")
-        try:
+        with self._vmm_step():
             self.vmm_start()
-        except SandboxError as e:
-            raise self.fail(str(e)) from None
 
     def wait_ready(self, timeout: float | None = None) -> float:
         """Bounded wait until the guest agent answers; seconds waited."""
