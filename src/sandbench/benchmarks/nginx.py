@@ -103,6 +103,15 @@ def server_command(lay: Layout) -> str:
     return " ".join(shlex.quote(a) for a in args)
 
 
+def start_nginx(sb: Sandbox, lay: Layout, port: int) -> int:
+    """Write the config and the page into the run directory and start nginx in the
+    background (the nginx and restore-nginx benchmarks); its pid inside the sandbox."""
+    make_run_dir(sb, lay)
+    put_file(sb, f"{lay.run}/nginx.conf", nginx_conf(lay, port))
+    put_file(sb, f"{lay.run}/www{PAGE_PATH}", page().decode())
+    return start_background(sb, server_command(lay), f"{lay.run}/nginx.out")
+
+
 #: Straight to the sandbox: a proxy from the environment (http_proxy) must not be used.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -159,10 +168,7 @@ class Nginx(Benchmark):
             pid: int | None = None
             err_log = f"{lay.run}/error.log"
             try:
-                make_run_dir(sb, lay)
-                put_file(sb, f"{lay.run}/nginx.conf", nginx_conf(lay, port))
-                put_file(sb, f"{lay.run}/www{PAGE_PATH}", page().decode())
-                pid = start_background(sb, server_command(lay), f"{lay.run}/nginx.out")
+                pid = start_nginx(sb, lay, port)
                 url = f"http://{sb.address}:{port}{PAGE_PATH}"
                 timeout = float(params["ready_timeout_s"])
                 if not wait_until(lambda: fetch(url) == page(), timeout, process_alive(sb, pid)):

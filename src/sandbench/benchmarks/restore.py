@@ -50,22 +50,13 @@ from typing import Any
 from sandbench import volume
 from sandbench.benchmarks.base import Benchmark, RoundFn, RunContext
 from sandbench.benchmarks.exec import round_stats
-from sandbench.benchmarks.nginx import (
-    NGINX_PORT,
-    PAGE_PATH,
-    nginx_conf,
-    page,
-    server_command,
-)
+from sandbench.benchmarks.nginx import NGINX_PORT, PAGE_PATH, page, start_nginx
 from sandbench.benchmarks.servers import (
     LOG_LINES,
     keep_log,
     layout,
-    make_run_dir,
     process_alive,
-    put_file,
     read_file,
-    start_background,
     state_of,
     wait_until,
 )
@@ -216,10 +207,7 @@ class Restore(Benchmark):
 
             try:
                 if self.workload == "nginx":
-                    make_run_dir(sb, lay)
-                    put_file(sb, f"{lay.run}/nginx.conf", nginx_conf(lay, NGINX_PORT))
-                    put_file(sb, f"{lay.run}/www{PAGE_PATH}", served.decode())
-                    pid = start_background(sb, server_command(lay), f"{lay.run}/nginx.out")
+                    pid = start_nginx(sb, lay, NGINX_PORT)
                     if not wait_until(up, ready_s, process_alive(sb, pid)):
                         raise not_ready("of its start, before any checkpoint")
                 elif poll(up, ready_s) is None:
