@@ -191,10 +191,11 @@ def resolve_plan(
 ) -> tuple[Any, list[str]]:
     """Validate every input and check availability; raises UsageError before any write."""
     from sandbench.benchmarks.base import DEFAULT_TIMEOUTS
+    from sandbench.benchmarks.params import MAX_ROUNDS
     from sandbench.benchmarks.registry import all_benchmarks
     from sandbench.environments.registry import all_environments
     from sandbench.study import PROFILES, Plan
-    from sandbench.studyfile import MAX_BUDGET_MIN, MAX_ROUNDS, Study
+    from sandbench.studyfile import MAX_BUDGET_MIN, Study
     from sandbench.studyfile import load as load_study
 
     envs = all_environments()
@@ -205,10 +206,9 @@ def resolve_plan(
         study = load_study(
             Path(args.study),
             env_names,
-            {b.name: b.params("quick") | b.params("paper") for b in benches},
+            {b.name: b.Params for b in benches},
             PROFILES,
             list(DEFAULT_TIMEOUTS),
-            {b.name: dict(b.param_bounds) for b in benches},
         )
     profile = args.profile or study.profile or "quick"
     if profile not in PROFILES:
@@ -271,6 +271,7 @@ def resolve_plan(
         budget_s=budget_s,
         seccomp=seccomp,
     )
+    plan.check()  # every benchmark's parameters and round policy, decoded before any write
     return plan, notes
 
 

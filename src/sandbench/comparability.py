@@ -4,8 +4,8 @@ shared by `sandbench compare` and `sandbench run --resume`.
 Numbers from another kernel, CPU, core count, virtualization, runtime version, gVisor platform
 or QEMU accelerator differ for reasons other than the change being asked about (pyperf's rule),
 and numbers from other benchmark parameters (a quick run's 10 s of sysbench cpu against a paper
-run's 600 s) measure something else. Only the number of rounds and the adaptive-rounds
-settings may differ: they change how precise a cell is, not what it measures.
+run's 600 s) measure something else. Only the round policy (plan.rounds, never among the
+parameters) may differ: it changes how precise a cell is, not what it measures.
 """
 
 from __future__ import annotations
@@ -19,18 +19,6 @@ CHECKED_HOST_FACTS: tuple[str, ...] = ("kernel", "cpu_model", "cores", "virtuali
                                        "hypervisor")
 #: Facts of each environment (meta["environments"][name], Environment.facts()).
 CHECKED_ENV_FACTS: tuple[str, ...] = ("version", "runtime_version", "platform", "accel")
-
-
-def is_round_setting(key: str) -> bool:
-    """Benchmark parameters that only set how many rounds run: "rounds", "min_rounds",
-    "max_rounds", "adaptive", "adaptive_*"."""
-    return "rounds" in key or key.startswith("adaptive")
-
-
-def measured_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A benchmark's parameters without the round settings: what decides what a cell
-    measures."""
-    return {k: v for k, v in (params or {}).items() if not is_round_setting(str(k))}
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -66,14 +54,15 @@ def differing_facts(meta_a: Mapping[str, Any], meta_b: Mapping[str, Any]) -> lis
 
 
 def plan_params(meta: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """plan.params per benchmark, without the round settings."""
+    """plan.params per benchmark: what its cells measure with. The round policy is not among
+    them (plan.rounds; results.read_meta moves an older meta.json's there)."""
     params = (meta.get("plan") or {}).get("params") or {}
-    return {str(b): measured_params(p) for b, p in params.items()}
+    return {str(b): dict(p or {}) for b, p in params.items()}
 
 
 def differing_params(meta_a: Mapping[str, Any], meta_b: Mapping[str, Any]) -> list[str]:
     """Parameters of the benchmarks both runs planned that differ, as
-    'cpu time_s: A 10 vs B 600'. Round counts and adaptive-rounds settings are ignored."""
+    'cpu time_s: A 10 vs B 600'. The round policy is not a parameter: it never differs here."""
     return differing_params_among([meta_a, meta_b], ["A", "B"])
 
 
@@ -81,8 +70,8 @@ def differing_params_among(metas: Sequence[Mapping[str, Any]],
                            labels: Sequence[str]) -> list[str]:
     """The one parameter comparison (compare, resume, a merge of hosts): parameters of the
     benchmarks every run planned that differ between any two, as
-    'cpu time_s: host1 10 vs host2 600'; round settings ignored. A benchmark only some runs
-    planned is no difference: a merged report shows it for those hosts."""
+    'cpu time_s: host1 10 vs host2 600' (round policies are no parameters). A benchmark
+    only some runs planned is no difference: a merged report shows it for those hosts."""
     plans = [plan_params(m) for m in metas]
     planned = [set((m.get("plan") or {}).get("benches") or p)
                for m, p in zip(metas, plans, strict=True)]

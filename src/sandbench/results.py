@@ -493,8 +493,54 @@ def read_meta(directory: Path) -> dict[str, Any]:
             f"{path}: results schema {schema!r} is not the one this sandbench reads "
             f"({SCHEMA_VERSION}); use the sandbench version that wrote it"
         )
+    if isinstance(meta.get("plan"), dict):
+        migrate_plan(meta["plan"])
     _check_meta(meta, path)
     return meta
+
+
+#: Round settings the previous meta.json kept inside a benchmark's parameters.
+_OLD_ROUND_KEYS = ("rounds", "max_rounds")
+
+
+def migrate_plan(plan: dict[str, Any]) -> None:
+    """The one migration of an older meta.json's plan, in place: the round policy used to sit
+    in three places (plan.rounds as an int per benchmark, "rounds"/"max_rounds" inside
+    plan.params, plan.rounds_by_env and plan.max_rounds_by_env); it is now plan.rounds[bench]
+    = {"rounds", "max_rounds", "by_env": {env: {"min", "max"}}} and params hold none. The
+    disk benchmark's paper grid ("patterns" x "block_sizes") is now its "jobs" list. A plan
+    in the current shape, or one too damaged to read, is left as it is (_check_meta says
+    what is wrong)."""
+    params, rounds = plan.get("params"), plan.get("rounds")
+    if not isinstance(params, dict) or not isinstance(rounds, dict | type(None)):
+        return
+    old = (any(isinstance(v, int) for v in (rounds or {}).values())
+           or "rounds_by_env" in plan or "max_rounds_by_env" in plan
+           or any(isinstance(p, dict) and any(k in p for k in _OLD_ROUND_KEYS)
+                  for p in params.values()))
+    if not old:
+        return
+    by_env = plan.pop("rounds_by_env", None) or {}
+    max_by_env = plan.pop("max_rounds_by_env", None) or {}
+    new: dict[str, Any] = {}
+    for bench, p in params.items():
+        if not isinstance(p, dict):
+            continue
+        low = p.pop("rounds", None)
+        if not isinstance(low, int):
+            low = (rounds or {}).get(bench)
+        high = p.pop("max_rounds", low)
+        envs: dict[str, Any] = by_env.get(bench) or {} if isinstance(by_env, dict) else {}
+        maxes: dict[str, Any] = max_by_env.get(bench) or {} if isinstance(max_by_env, dict) else {}
+        if not isinstance(envs, dict) or not isinstance(maxes, dict):
+            envs, maxes = {}, {}
+        new[bench] = {"rounds": low, "max_rounds": high,
+                      "by_env": {e: {"min": n, "max": maxes.get(e, n)} for e, n in envs.items()}}
+        if bench == "disk" and "jobs" not in p and "patterns" in p and "block_sizes" in p:
+            pats, sizes = p.pop("patterns"), p.pop("block_sizes")
+            if isinstance(pats, list) and isinstance(sizes, list):
+                p["jobs"] = [[a, b] for a in pats for b in sizes]
+    plan["rounds"] = new
 
 
 #: meta.json's keys and what each must be when present (readers tolerate an absent one).
@@ -505,7 +551,7 @@ _META_TYPES: dict[str, Any] = {
     "resumed_host": list[dict[str, Any]],
 }
 _PLAN_TYPES: dict[str, Any] = {
-    "envs": list[str], "benches": list[str], "rounds": dict[str, int],
+    "envs": list[str], "benches": list[str], "rounds": dict[str, dict[str, Any]],
     "params": dict[str, dict[str, Any]], "rounds_override": int | None, "timeouts": dict,
     "seed": int,
 }

@@ -39,6 +39,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from sandbench import __version__, paths
 from sandbench.benchmarks.base import DEFAULT_TIMEOUTS, Benchmark, RoundFn, RunContext
+from sandbench.benchmarks.params import (
+    ROUND_KEYS,
+    BenchParams,
+    Profile,
+    RoundPolicy,
+    decode_profile,
+)
 from sandbench.environments.base import Environment, Limits, live_sandboxes
 from sandbench.errors import NotApplicable, PartialRound, SandboxError
 from sandbench.hostfacts import host_facts
@@ -92,24 +99,39 @@ class Plan:
     #: Default seccomp profile on (everywhere it applies) or off (everywhere).
     seccomp: bool = True
 
+    def settings(self, bench: Benchmark) -> Profile:
+        """The benchmark's round policy and parameters under this plan: its profile's, with
+        the study file's [bench.NAME] values decoded over them by its Params dataclass (the
+        one decoder of profiles, study files and --resume); --rounds N fixes the policy."""
+        prof = decode_profile(bench.Params, self.overrides.get(bench.name, {}),
+                              f"bench.{bench.name}", bench.profiles[self.profile])
+        if self.rounds_override is not None:
+            prof = Profile(RoundPolicy(self.rounds_override, self.rounds_override), prof.params)
+        return prof
+
+    def check(self) -> None:
+        """Raises UsageError where a benchmark's settings do not decode."""
+        for b in self.benches:
+            self.settings(b)
+
     def rounds_for(self, env: Environment, bench: Benchmark) -> int:
         """Minimum rounds of bench in env. The quick profile caps emulated environments (QEMU
         under TCG: each boot takes seconds to minutes) at EMULATED_QUICK_ROUNDS, so that a
         quick study stays quick; their numbers are flagged and decide no claim anyway."""
-        rounds = int(self.params(bench)["rounds"])
+        rounds = self.settings(bench).rounds.rounds
         if self.profile == "quick" and self.rounds_override is None and "emulated" in env.flags():
             return min(rounds, EMULATED_QUICK_ROUNDS)
         return rounds
 
     def max_rounds_for(self, env: Environment, bench: Benchmark) -> int:
-        """The cap of adaptive rounds: the benchmark's max_rounds (never below the minimum);
+        """The cap of adaptive rounds: the policy's max_rounds (never below the minimum);
         --rounds N fixes both, and emulated environments in the quick profile get no extra."""
         low = self.rounds_for(env, bench)
         if self.rounds_override is not None:
             return low
         if self.profile == "quick" and "emulated" in env.flags():
             return low
-        return max(low, int(self.params(bench).get("max_rounds", low)))
+        return max(low, self.settings(bench).rounds.max_rounds)
 
     @property
     def target_rel_halfwidth(self) -> float:
@@ -130,12 +152,9 @@ class Plan:
         mem = min(MEMORY_MIB[self.profile], psutil.virtual_memory().total // (2 * 1024 * 1024))
         return Limits(cpus=float(os.cpu_count() or 1), memory_mib=int(mem))
 
-    def params(self, bench: Benchmark) -> dict[str, Any]:
-        p = bench.params(self.profile)
-        p.update(self.overrides.get(bench.name, {}))
-        if self.rounds_override is not None:
-            p["rounds"] = self.rounds_override
-        return p
+    def params(self, bench: Benchmark) -> BenchParams:
+        """What the benchmark's session gets: an instance of its Params."""
+        return self.settings(bench).params
 
     def cells(self) -> int:
         return sum(self.rounds_for(e, b) for b in self.benches for e in self.envs)
@@ -145,16 +164,14 @@ class Plan:
         return {
             "envs": [e.name for e in self.envs],
             "benches": [b.name for b in self.benches],
-            "rounds": {b.name: int(self.params(b)["rounds"]) for b in self.benches},
-            "params": {b.name: self.params(b) for b in self.benches},
+            # What each cell measures with: never a round setting (see "rounds").
+            "params": {b.name: self.params(b).to_dict() for b in self.benches},
+            # The round policy, once per benchmark: its rounds and max_rounds, and what each
+            # environment gets of them (the quick profile caps emulated ones).
+            "rounds": {b.name: {**self.settings(b).rounds.to_dict(), "by_env": {
+                e.name: {"min": self.rounds_for(e, b), "max": self.max_rounds_for(e, b)}
+                for e in self.envs}} for b in self.benches},
             "rounds_override": self.rounds_override,
-            "rounds_by_env": {
-                b.name: {e.name: self.rounds_for(e, b) for e in self.envs} for b in self.benches
-            },
-            "max_rounds_by_env": {
-                b.name: {e.name: self.max_rounds_for(e, b) for e in self.envs}
-                for b in self.benches
-            },
             "adaptive": {
                 "rule": "after the minimum rounds, a cell gets more rounds until every "
                 "median's 95 % bootstrap interval is within +-target of it (the benchmark's "
@@ -265,14 +282,22 @@ def resume_plan(meta: dict[str, Any], envs: Sequence[Environment],
         rounds_override=stored.get("rounds_override"),
         unavailable=dict(meta.get("unavailable") or {}),
         baseline=str(meta.get("baseline") or "host"),
-        # The stored parameters are the plan: resume measures exactly what the run began.
-        overrides=stored["params"],
+        # The stored parameters and round policy are the plan: resume measures exactly what
+        # the run began, decoded again by each benchmark's Params (never trusted as a dict).
+        overrides={b: {**(stored["params"].get(b) or {}),
+                       **{k: v for k, v in ((stored.get("rounds") or {}).get(b) or {}).items()
+                          if k in ROUND_KEYS}}
+                   for b in stored["benches"]},
         timeouts=stored.get("timeouts", {}),
         budget_s=adaptive.get("budget_s"),
         seccomp=stored.get("seccomp", "default") != "off",
     )
     if "seed" in stored:
         plan.seed = int(stored["seed"])
+    try:
+        plan.check()
+    except UsageError as e:
+        raise UsageError(f"--resume: the run's stored plan: {e}") from None
     return plan
 
 

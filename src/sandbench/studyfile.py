@@ -14,8 +14,9 @@ file, the key and what is allowed.
     [timeouts]                        # seconds, per external step
     start = 60
 
-    [bench.memory]                    # any parameter the benchmark's profile has
-    count = 20
+    [bench.memory]                    # any field of the benchmark's Params dataclass,
+    count = 20                        # checked by its type and bounds (benchmarks/params.py)
+    rounds = 10                       # and its round policy: rounds, max_rounds
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sandbench.benchmarks.params import (
+    MAX_ROUNDS,
+    ROUND_KEYS,
+    BenchParams,
+    check_fields,
+    check_rounds,
+)
 from sandbench.errors import UsageError
 
 TOP_KEYS = ("profile", "envs", "benches", "rounds", "budget", "seccomp", "out", "baseline",
@@ -44,6 +52,7 @@ class Study:
     out: str | None = None
     baseline: str | None = None
     timeouts: dict[str, float] = field(default_factory=dict)
+    #: Per benchmark, its [bench.NAME] table as checked: parameters, rounds, max_rounds.
     bench: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -60,8 +69,8 @@ def _names(path: Path, key: str, value: Any, known: list[str]) -> list[str]:
     return list(value)
 
 
-#: Upper bounds of the top-level numbers: beyond them a value is a typo, not a study.
-MAX_ROUNDS = 10_000
+#: Upper bounds of the top-level numbers: beyond them a value is a typo, not a study
+#: (MAX_ROUNDS, params.py's, bounds every round count).
 MAX_BUDGET_MIN = 7 * 24 * 60.0
 MAX_TIMEOUT_S = 86_400.0
 
@@ -82,13 +91,13 @@ def _positive_number(path: Path, key: str, value: Any, integer: bool,
 def load(
     path: Path,
     env_names: list[str],
-    bench_params: dict[str, dict[str, Any]],
+    bench_params: dict[str, type[BenchParams]],
     profiles: tuple[str, ...],
     timeout_keys: list[str],
-    bench_bounds: dict[str, dict[str, tuple[float, float]]] | None = None,
 ) -> Study:
     """Parse and validate a study file against the known environments, benchmarks and their
-    parameters. Raises UsageError naming file and key."""
+    parameters (each benchmark's Params dataclass). Raises UsageError naming file and key;
+    what depends on the profile (max_rounds below a profile's rounds) is the plan's check."""
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
             raise UsageError(f"{path}: larger than {MAX_FILE_BYTES} bytes; not a study file")
@@ -153,21 +162,8 @@ def load(
             )
         if not isinstance(params, dict):
             raise UsageError(f"{path}: bench.{name} must be a table of parameters")
-        known = bench_params[name]
-        for k, v in params.items():
-            if k not in known:
-                raise UsageError(
-                    f"{path}: bench.{name}.{k} unknown; allowed: {', '.join(sorted(known))}"
-                )
-            default = known[k]
-            if isinstance(default, bool | str | list | dict):
-                if type(v) is not type(default):
-                    raise UsageError(
-                        f"{path}: bench.{name}.{k} must be a {type(default).__name__}, got {v!r}"
-                    )
-            else:
-                bounds = (bench_bounds or {}).get(name, {}).get(k)
-                _positive_number(path, f"bench.{name}.{k}", v, integer=isinstance(default, int),
-                                 bounds=bounds)
+        where = f"{path}: bench.{name}"
+        check_rounds(params, where)
+        check_fields(bench_params[name], params, where, extra=ROUND_KEYS)
         study.bench[name] = dict(params)
     return study

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sandbench.benchmarks.params import BenchParams, Profile, RoundPolicy
 from sandbench.environments.base import Environment, Limits, SandboxSpec
 from sandbench.results import Measurement
 
@@ -58,12 +59,12 @@ class Benchmark(ABC):
     name: str
     description: str = ""
     image: str = "minimal"
-    #: Parameters per profile: "rounds" is the minimum number of rounds per environment (what
-    #: the scorecard's tests need), "max_rounds" the cap of adaptive rounds (default: rounds).
-    profiles: dict[str, dict[str, Any]] = {}
-    #: Inclusive (low, high) of numeric parameters a study file may set, where "positive and
-    #: finite" (what every number must be) is not enough: a fraction, a percentage.
-    param_bounds: dict[str, tuple[float, float]] = {}
+    #: The dataclass of its parameters (benchmarks/params.py): types, units, bounds; a study
+    #: file's [bench.NAME] table, the profiles and --resume all decode through it.
+    Params: type[BenchParams] = BenchParams
+    #: Per profile: the round policy (the minimum rounds per environment, what the
+    #: scorecard's tests need, and the cap of adaptive rounds) and the parameters.
+    profiles: dict[str, Profile] = {}
     #: Part of a study that names no benchmarks (False: run only when named, e.g. density).
     default: bool = True
     #: The metrics whose medians' intervals decide when a cell has enough adaptive rounds
@@ -88,13 +89,18 @@ class Benchmark(ABC):
     def headline_metric(self) -> str | None:
         return self.headline or (self.converge_on[0] if self.converge_on else None)
 
-    def params(self, profile: str) -> dict[str, Any]:
-        return dict(self.profiles[profile])
+    def params(self, profile: str) -> BenchParams:
+        """The profile's parameters: an instance of self.Params."""
+        return self.profiles[profile].params
+
+    def round_policy(self, profile: str) -> RoundPolicy:
+        return self.profiles[profile].rounds
 
     @abstractmethod
     def session(
-        self, env: Environment, ctx: RunContext, params: dict[str, Any]
+        self, env: Environment, ctx: RunContext, params: Any
     ) -> AbstractContextManager[RoundFn]:
         """Set up what all rounds in this environment share (a sandbox, a server), yield the
-        round function, and tear everything down on exit, whatever happened."""
+        round function, and tear everything down on exit, whatever happened. `params` is an
+        instance of the benchmark's own Params (each session declares that type)."""
 

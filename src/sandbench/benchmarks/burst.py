@@ -18,10 +18,11 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
 
 from sandbench.benchmarks import fleet, hostmem
 from sandbench.benchmarks.base import Benchmark, RoundFn, RunContext
+from sandbench.benchmarks.params import BenchParams, Profile, RoundPolicy, param
 from sandbench.environments.base import Environment
 from sandbench.errors import SandboxError
 from sandbench.raw_records import BurstStarts
@@ -29,6 +30,13 @@ from sandbench.results import Measurement
 
 #: Seconds the K threads may take to reach the starting line (they are all started first).
 BARRIER_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class BurstParams(BenchParams):
+    k: int = param(10, high=1000, doc="sandboxes started at once")
+    mem_floor_fraction: float = param(0.10, low=0.01, high=0.9, doc="share of memory kept free")
+    teardown_workers: int = param(16, high=256, doc="parallel stops")
 
 
 class Burst(Benchmark):
@@ -40,15 +48,14 @@ class Burst(Benchmark):
     #: Not in the default study (it would not fit the quick budget); --bench burst.
     default = False
     profiles = {
-        "quick": {"rounds": 5, "max_rounds": 5, "k": 10, "mem_floor_fraction": 0.10,
-                  "teardown_workers": 16},
-        "paper": {"rounds": 10, "max_rounds": 20, "k": 50, "mem_floor_fraction": 0.10,
-                  "teardown_workers": 16},
+        "quick": Profile(RoundPolicy(5, 5), BurstParams()),
+        "paper": Profile(RoundPolicy(10, 20), BurstParams(k=50)),
     }
+    Params = BurstParams
 
     @contextmanager
     def session(
-        self, env: Environment, ctx: RunContext, params: dict[str, Any]
+        self, env: Environment, ctx: RunContext, params: BurstParams
     ) -> Iterator[RoundFn]:
         teardown_errors: list[SandboxError] = []
 
@@ -60,13 +67,13 @@ class Burst(Benchmark):
             raise teardown_errors[0]
 
     @staticmethod
-    def size(env: Environment, ctx: RunContext, params: dict[str, Any]) -> int:
+    def size(env: Environment, ctx: RunContext, params: BurstParams) -> int:
         """K, or fewer where the memory K sandboxes reserve up front (VM guest RAM) would
         take MemAvailable under the floor; the K used is recorded with every sample."""
-        k = int(params["k"])
+        k = params.k
         reserved = env.memory_reserved_mib(ctx.limits)
         if reserved:
-            floor = hostmem.mem_total_mib() * float(params["mem_floor_fraction"])
+            floor = hostmem.mem_total_mib() * params.mem_floor_fraction
             fits = int((hostmem.mem_available_mib() - floor) // reserved)
             if fits < 1:
                 raise SandboxError(
@@ -75,7 +82,7 @@ class Burst(Benchmark):
             k = min(k, fits)
         return k
 
-    def _burst(self, env: Environment, ctx: RunContext, params: dict[str, Any], rnd: int,
+    def _burst(self, env: Environment, ctx: RunContext, params: BurstParams, rnd: int,
                teardown_errors: list[SandboxError]) -> list[Measurement]:
         k = self.size(env, ctx, params)
         probes: list[fleet.Probed] = []
@@ -118,6 +125,6 @@ class Burst(Benchmark):
             for p in probes:
                 p.listener.close()
             try:
-                fleet.stop_all([p.sb for p in probes], int(params["teardown_workers"]))
+                fleet.stop_all([p.sb for p in probes], params.teardown_workers)
             except SandboxError as e:
                 teardown_errors.append(e)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
 
 from sandbench.benchmarks.base import Benchmark, RoundFn, RunContext
+from sandbench.benchmarks.params import BenchParams, Profile, RoundPolicy, param
 from sandbench.benchmarks.servers import evidence
 from sandbench.environments.base import Environment
 from sandbench.errors import SandboxError
@@ -29,6 +30,13 @@ def sysbench_cpu_argv(max_prime: int, threads: int, time_s: int) -> list[str]:
     ]
 
 
+@dataclass(frozen=True)
+class CpuParams(BenchParams):
+    time_s: int = param(1, unit="s", high=86_400, doc="length of one sysbench run")
+    max_prime: int = param(200_000, doc="the prime search's upper bound")
+    threads: int = param(1, high=1024, doc="sysbench threads")
+
+
 class Cpu(Benchmark):
     name = "cpu"
     short = "cpu"
@@ -41,18 +49,17 @@ class Cpu(Benchmark):
         # "rounds" is the minimum per cell (claims test at n >= 5), "max_rounds" the cap of
         # the runner's adaptive rounds. A quick round is one 1 s sysbench run (about 70
         # events here, so a count's step is 1.4 %; under emulation about 10).
-        "quick": {"rounds": 5, "max_rounds": 10, "time_s": 1, "max_prime": 200000,
-                  "threads": 1},
-        "paper": {"rounds": 5, "max_rounds": 10, "time_s": 600, "max_prime": 200000,
-                  "threads": 1},
+        "quick": Profile(RoundPolicy(5, 10), CpuParams()),
+        "paper": Profile(RoundPolicy(5, 10), CpuParams(time_s=600)),
     }
+    Params = CpuParams
 
     @contextmanager
     def session(
-        self, env: Environment, ctx: RunContext, params: dict[str, Any]
+        self, env: Environment, ctx: RunContext, params: CpuParams
     ) -> Iterator[RoundFn]:
-        time_s = int(params["time_s"])
-        argv = sysbench_cpu_argv(int(params["max_prime"]), int(params["threads"]), time_s)
+        time_s = params.time_s
+        argv = sysbench_cpu_argv(params.max_prime, params.threads, time_s)
         spec = ctx.spec(image=self.image, log=ctx.log_path(env.name, self.name, "console.log"))
         with env.start(spec) as sb:
 

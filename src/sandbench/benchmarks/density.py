@@ -37,6 +37,7 @@ from sandbench import procs
 from sandbench.benchmarks import fleet, hostmem
 from sandbench.benchmarks.base import Benchmark, RoundFn, RunContext
 from sandbench.benchmarks.hostlimits import LimitWatch
+from sandbench.benchmarks.params import BenchParams, Profile, RoundPolicy, param
 from sandbench.environments.base import Environment, Sandbox
 from sandbench.errors import SandboxError, StepTimeout
 from sandbench.raw_records import RampStep, ramp_json
@@ -80,6 +81,20 @@ def spread(n: int, m: int) -> list[int]:
     return sorted({round(i * (n - 1) / (m - 1)) for i in range(m)})
 
 
+@dataclass(frozen=True)
+class DensityParams(BenchParams):
+    cap: int = param(200, low=1, high=100_000, doc="most sandboxes a ramp starts")
+    time_cap_s: float = param(60.0, unit="s", low=1.0, high=86_400.0, doc="guard on a ramp's time")
+    k: int = param(10, low=1, high=1000, doc="limits are sampled every k sandboxes")
+    psi_max: float = param(10.0, unit="%", low=0.1, high=100.0, doc="memory pressure that stops it")
+    mem_floor_fraction: float = param(0.10, low=0.01, high=0.9, doc="share of memory kept free")
+    slow_factor: float = param(10.0, low=1.5, high=1000.0, doc="a start this much slower stops it")
+    settle_s: float = param(1.0, unit="s", low=0.0, high=600.0, doc="wait before reading memory")
+    mem_sample: int = param(20, low=1, high=10_000, doc="sandboxes whose memory is read")
+    teardown_workers: int = param(16, low=1, high=256, doc="parallel stops")
+    drop_caches: bool = param(False, doc="drop the page cache before the ramp and the reading")
+
+
 class Density(Benchmark):
     name = "density"
     short = "density"
@@ -88,27 +103,19 @@ class Density(Benchmark):
     description = "idle sandboxes started one after another until a limit: how many fit"
     #: Not in the default study: a ramp is long; run it with --bench density.
     default = False
-    #: The stopping rules' knobs: a share of memory, a PSI percentage, a slow-down factor.
-    param_bounds = {"mem_floor_fraction": (0.01, 0.9), "psi_max": (0.1, 100.0),
-                    "slow_factor": (1.5, 1000.0), "cap": (1, 100000), "k": (1, 1000),
-                    "mem_sample": (1, 10000), "teardown_workers": (1, 256),
-                    "time_cap_s": (1.0, 86400.0), "settle_s": (0.0, 600.0)}
     profiles = {
-        "quick": {"rounds": 1, "max_rounds": 1, "cap": 200, "time_cap_s": 60.0, "k": 10,
-                  "psi_max": 10.0, "mem_floor_fraction": 0.10, "slow_factor": 10.0,
-                  "settle_s": 1.0, "mem_sample": 20, "teardown_workers": 16,
-                  "drop_caches": False},
+        "quick": Profile(RoundPolicy(1, 1), DensityParams()),
         # Until a rule other than the cap fires; the floor bounds it at 90 % of memory, and
         # the time cap is only a guard against a ramp that never ends.
-        "paper": {"rounds": 1, "max_rounds": 1, "cap": 100000, "time_cap_s": 7200.0, "k": 20,
-                  "psi_max": 10.0, "mem_floor_fraction": 0.10, "slow_factor": 10.0,
-                  "settle_s": 2.0, "mem_sample": 50, "teardown_workers": 16,
-                  "drop_caches": True},
+        "paper": Profile(RoundPolicy(1, 1), DensityParams(
+            cap=100_000, time_cap_s=7200.0, k=20, settle_s=2.0, mem_sample=50,
+            drop_caches=True)),
     }
+    Params = DensityParams
 
     @contextmanager
     def session(
-        self, env: Environment, ctx: RunContext, params: dict[str, Any]
+        self, env: Environment, ctx: RunContext, params: DensityParams
     ) -> Iterator[RoundFn]:
         teardown_errors: list[SandboxError] = []
 
@@ -121,13 +128,13 @@ class Density(Benchmark):
             # failure with the evidence.
             raise teardown_errors[0]
 
-    def _ramp(self, env: Environment, ctx: RunContext, p: dict[str, Any], rnd: int,
+    def _ramp(self, env: Environment, ctx: RunContext, p: DensityParams, rnd: int,
               teardown_errors: list[SandboxError]) -> list[Measurement]:
-        cap, time_cap, k = int(p["cap"]), float(p["time_cap_s"]), max(1, int(p["k"]))
-        if p["drop_caches"]:
+        cap, time_cap, k = p.cap, p.time_cap_s, p.k
+        if p.drop_caches:
             hostmem.drop_caches()
         total = hostmem.mem_total_mib()
-        floor = total * float(p["mem_floor_fraction"])
+        floor = total * p.mem_floor_fraction
         base = hostmem.mem_available_mib()
         reserved = env.memory_reserved_mib(ctx.limits)
         reserve_cap = int((base - floor) // reserved) if reserved else None
@@ -182,7 +189,7 @@ class Density(Benchmark):
         finally:
             took: float | None = None
             try:
-                took = fleet.stop_all(boxes, int(p["teardown_workers"]))
+                took = fleet.stop_all(boxes, p.teardown_workers)
             except SandboxError as e:
                 teardown_errors.append(e)  # recorded with its evidence by the runner
             if boxes and took is not None:
@@ -190,7 +197,7 @@ class Density(Benchmark):
                 with contextlib.suppress(OSError):
                     ctx.save_raw(env.name, self.name, rnd, "teardown.json", json.dumps(
                         {"sandboxes": len(boxes), "seconds": round(took, 3),
-                         "workers": int(p["teardown_workers"])}))
+                         "workers": p.teardown_workers}))
 
     @staticmethod
     def _before(n: int, cap: int, time_cap: float, reserve_cap: int | None,
@@ -224,36 +231,36 @@ class Density(Benchmark):
         return Stop(reason, f"start {n + 1} failed: {text}", evidence=evidence)
 
     @staticmethod
-    def _after(step: RampStep, steps: list[RampStep], p: dict[str, Any],
+    def _after(step: RampStep, steps: list[RampStep], p: DensityParams,
                floor: float) -> Stop | None:
         n = step.n
         if n > 10:
             med = statistics.median(s.start_time_s for s in steps[:10])
-            if step.start_time_s > float(p["slow_factor"]) * med:
+            if step.start_time_s > p.slow_factor * med:
                 return Stop("slow_start", f"start {n} took {step.start_time_s:.3g} s, more "
-                            f"than {p['slow_factor']:g} x the median {med:.3g} s of the first "
+                            f"than {p.slow_factor:g} x the median {med:.3g} s of the first "
                             "ten")
         psi = step.psi_some_avg10
-        if psi is not None and psi > float(p["psi_max"]):
+        if psi is not None and psi > p.psi_max:
             return Stop("memory_pressure", f"PSI memory some avg10 {psi:g} % above "
-                        f"{p['psi_max']:g} %")
+                        f"{p.psi_max:g} %")
         if step.mem_available_mib < floor:
             return Stop("mem_available_floor", f"MemAvailable {step.mem_available_mib:.0f} "
                         f"MiB under the floor of {floor:.0f} MiB")
         return None
 
-    def _measure(self, env: Environment, ctx: RunContext, p: dict[str, Any], rnd: int,
+    def _measure(self, env: Environment, ctx: RunContext, p: DensityParams, rnd: int,
                  boxes: list[Sandbox], steps: list[RampStep], stop: Stop | None,
                  base: float, floor: float, duration: float) -> list[Measurement]:
         assert stop is not None
         n = len(boxes)
         raw = ctx.save_raw(env.name, self.name, rnd, "ramp.json", ramp_json(steps))
         # Let lazily started helpers appear and the kernel's counters settle before counting.
-        time.sleep(float(p["settle_s"]))
-        if p["drop_caches"]:
+        time.sleep(p.settle_s)
+        if p.drop_caches:
             hostmem.drop_caches()
         after = hostmem.mem_available_mib()
-        sample = [boxes[i] for i in spread(n, int(p["mem_sample"]))]
+        sample = [boxes[i] for i in spread(n, p.mem_sample)]
         dirty, pss, counted = mean_memory(sample)
         tail = [s.start_time_s for s in steps[-max(1, -(-n // 10)):]]
         out = [Measurement.amount(
@@ -261,7 +268,7 @@ class Density(Benchmark):
             extra={"stop_reason": stop.reason, "knob": stop.knob, "duration_s": duration,
                    "stop_detail": stop.detail, "stop_evidence": stop.evidence,
                    "mem_available_before_mib": base, "mem_available_after_mib": after,
-                   "mem_floor_mib": floor, "psi_max": float(p["psi_max"])})]
+                   "mem_floor_mib": floor, "psi_max": p.psi_max})]
         drop = base - after
         if drop <= 0:
             # Other processes freed more than the sandboxes took: no honest figure.
@@ -271,7 +278,7 @@ class Density(Benchmark):
             out.append(Measurement.size(
                 "memory_per_sandbox", drop / n, "MiB", params={"method": "memavailable"},
                 extra={"n": n, "mem_available_drop_mib": drop,
-                       "caches_dropped": bool(p["drop_caches"])}))
+                       "caches_dropped": p.drop_caches}))
         if counted and dirty is not None:
             out.append(Measurement.size(
                 "memory_per_sandbox", dirty, "MiB", params={"method": "private_dirty"},

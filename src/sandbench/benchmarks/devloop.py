@@ -13,10 +13,11 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
 
 from sandbench import volume
 from sandbench.benchmarks.base import Benchmark, RoundFn, RunContext
+from sandbench.benchmarks.params import BenchParams, Profile, RoundPolicy, param
 from sandbench.benchmarks.servers import evidence, exec_quiet
 from sandbench.environments.base import Completed, Environment, Sandbox
 from sandbench.errors import SandboxError
@@ -80,6 +81,11 @@ def check(phase: str, done: Completed) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class DevloopParams(BenchParams):
+    corrupt: str = param("", doc="a source file to break (a failing build, for tests); \"\": none")
+
+
 class Devloop(Benchmark):
     name = "devloop"
     short = "devloop"
@@ -93,16 +99,17 @@ class Devloop(Benchmark):
     profiles = {
         # About 10 s a round natively here; gVisor and TCG VMs take several times that, so
         # quick keeps few rounds (emulated environments are capped at 3 by the study).
-        "quick": {"rounds": 3, "max_rounds": 5, "corrupt": ""},
-        "paper": {"rounds": 10, "max_rounds": 20, "corrupt": ""},
+        "quick": Profile(RoundPolicy(3, 5), DevloopParams()),
+        "paper": Profile(RoundPolicy(10, 20), DevloopParams()),
     }
+    Params = DevloopParams
 
     @contextmanager
     def session(
-        self, env: Environment, ctx: RunContext, params: dict[str, Any]
+        self, env: Environment, ctx: RunContext, params: DevloopParams
     ) -> Iterator[RoundFn]:
         cpus = max(1, int(ctx.limits.cpus or os.cpu_count() or 1))
-        corrupt = str(params.get("corrupt", ""))
+        corrupt = params.corrupt
         timeout = ctx.timeouts["tool"]
         with volume.volume(VOLUME_MIB * MIB) as vol:
             spec = ctx.spec(image=self.image, volume=vol.path, volume_size_mib=VOLUME_MIB,

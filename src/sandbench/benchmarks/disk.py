@@ -17,16 +17,20 @@ carries the flag "page_cache" and the reason.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from sandbench import volume
 from sandbench.benchmarks.base import Benchmark, RoundFn, RunContext
+from sandbench.benchmarks.params import BenchParams, Profile, RoundPolicy, param
 from sandbench.benchmarks.servers import evidence, exec_quiet
 from sandbench.environments.base import Completed, Environment, Sandbox
-from sandbench.errors import SandboxError
+from sandbench.errors import SandboxError, UsageError
 from sandbench.parsers.fio import (
+    FioEngine,
     FioJob,
     FioPattern,
     fio_argv,
@@ -48,6 +52,26 @@ MARGIN_MIB = 64
 # "the gap halves at 1 MB"): what the quick profile can afford at 5 rounds.
 QUICK_JOBS = [["seqread", "16k"], ["seqwrite", "16k"], ["seqwrite", "1m"],
               ["randread", "16k"], ["randwrite", "16k"]]
+#: The paper's grid: every pattern at every block size.
+PAPER_JOBS = [[p, b] for p in PATTERNS for b in BLOCK_SIZES]
+
+
+@dataclass(frozen=True)
+class DiskParams(BenchParams):
+    size_mib: int = param(64, unit="MiB", high=1 << 24, doc="the test file's size")
+    runtime_ms: int = param(300, unit="ms", high=86_400_000, doc="each job's measured time")
+    ramp_ms: int = param(100, unit="ms", low=0, high=3_600_000, doc="each job's unmeasured start")
+    jobs: list[list[str]] = param(QUICK_JOBS, doc="[pattern, block size] pairs run each round")
+    ioengine: FioEngine = param("psync", doc="fio's I/O engine")
+
+    def __post_init__(self) -> None:
+        for job in self.jobs:
+            if len(job) != 2 or job[0] not in PATTERNS or not re.fullmatch(r"[1-9]\d*[kmg]?",
+                                                                          job[1]):
+                raise UsageError(f"disk jobs: {job!r} is not a [pattern, block size] pair; "
+                                 f"patterns: {', '.join(PATTERNS)}; sizes like 16k, 1m")
+        if not self.jobs:
+            raise UsageError("disk jobs: at least one [pattern, block size] pair")
 
 
 def need_bytes(size_mib: int) -> int:
@@ -90,13 +114,9 @@ def parse_jobs(sb: Sandbox, done: Completed, what: str, count: int) -> tuple[Fio
     return result.jobs
 
 
-def job_list(params: dict[str, Any]) -> list[tuple[FioPattern, str]]:
-    """(pattern, block size) pairs to run each round: every pattern at every block size, or
-    the explicit "jobs" list of [pattern, bs] pairs when the parameters give one."""
-    if params.get("jobs"):
-        pairs = [(str(p), str(b)) for p, b in params["jobs"]]
-    else:
-        pairs = [(str(p), str(b)) for p in params["patterns"] for b in params["block_sizes"]]
+def job_list(params: DiskParams) -> list[tuple[FioPattern, str]]:
+    """The (pattern, block size) pairs to run each round, checked."""
+    pairs = [(job[0], job[1]) if len(job) == 2 else ("", "") for job in params.jobs]
     out: list[tuple[FioPattern, str]] = []
     for pattern, bs in pairs:
         if pattern not in PATTERNS:
@@ -127,40 +147,24 @@ class Disk(Benchmark):
     description = "fio O_DIRECT latency, bandwidth and IOPS on a dedicated volume"
     image = "full"
     profiles = {
-        # "rounds" is the minimum per cell (claims test at n >= 5), "max_rounds" the cap of
-        # the runner's adaptive rounds. A quick round: a 64 MiB layout pass and 5 jobs of
-        # 100 ms ramp + 300 ms measured (about 3.7 s a round here, with fio's start-up per
-        # job); the paper profile keeps the paper's grid (4 patterns x 4 block sizes, 10 GiB).
-        "quick": {
-            "rounds": 5,
-            "max_rounds": 8,
-            "size_mib": 64,
-            "runtime_ms": 300,
-            "ramp_ms": 100,
-            "jobs": QUICK_JOBS,
-            "ioengine": "psync",
-        },
-        "paper": {
-            "rounds": 5,
-            "max_rounds": 5,
-            "size_mib": 10240,
-            "runtime_ms": 60_000,
-            "ramp_ms": 5_000,
-            "patterns": list(PATTERNS),
-            "block_sizes": list(BLOCK_SIZES),
-            "ioengine": "psync",
-        },
+        # A quick round: a 64 MiB layout pass and 5 jobs of 100 ms ramp + 300 ms measured
+        # (about 3.7 s a round here, with fio's start-up per job; claims test at n >= 5); the
+        # paper profile keeps the paper's grid (4 patterns x 4 block sizes, 10 GiB).
+        "quick": Profile(RoundPolicy(5, 8), DiskParams()),
+        "paper": Profile(RoundPolicy(5, 5), DiskParams(
+            size_mib=10240, runtime_ms=60_000, ramp_ms=5_000, jobs=PAPER_JOBS)),
     }
+    Params = DiskParams
 
     @contextmanager
     def session(
-        self, env: Environment, ctx: RunContext, params: dict[str, Any]
+        self, env: Environment, ctx: RunContext, params: DiskParams
     ) -> Iterator[RoundFn]:
-        size_mib = int(params["size_mib"])
-        runtime_ms = int(params["runtime_ms"])
-        ramp_ms = int(params.get("ramp_ms", 0))
+        size_mib = params.size_mib
+        runtime_ms = params.runtime_ms
+        ramp_ms = params.ramp_ms
         jobs = job_list(params)
-        ioengine = params.get("ioengine", "psync")
+        ioengine = params.ioengine
         size = f"{size_mib}m"
         need = need_bytes(size_mib)
         run_timeout = len(jobs) * (runtime_ms + ramp_ms) / 1000 + ctx.timeouts["exec"]

@@ -23,10 +23,11 @@ import statistics
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
 
 from sandbench.benchmarks.base import Benchmark, RoundFn, RunContext
 from sandbench.benchmarks.fleet import percentile
+from sandbench.benchmarks.params import BenchParams, Profile, RoundPolicy, param
 from sandbench.benchmarks.servers import evidence
 from sandbench.environments.base import Completed, Environment, Sandbox
 from sandbench.errors import NotApplicable, SandboxError
@@ -69,6 +70,11 @@ def timed(sb: Sandbox, argv: list[str], out_bytes: int, timeout: float) -> float
     return took
 
 
+@dataclass(frozen=True)
+class ExecParams(BenchParams):
+    n: int = param(8, high=10_000, doc="commands of each kind a round")
+
+
 class Exec(Benchmark):
     name = "exec"
     short = "exec"
@@ -82,17 +88,18 @@ class Exec(Benchmark):
     profiles = {
         # "n" commands of each kind a round (p99 of 8 is the round's slowest). Quick, here:
         # runc and runsc exec about 40 ms, docker 90 ms, podman 170 ms: 3-16 s a cell.
-        "quick": {"rounds": 5, "max_rounds": 6, "n": 8},
-        "paper": {"rounds": 10, "max_rounds": 20, "n": 50},
+        "quick": Profile(RoundPolicy(5, 6), ExecParams()),
+        "paper": Profile(RoundPolicy(10, 20), ExecParams(n=50)),
     }
+    Params = ExecParams
 
     @contextmanager
     def session(
-        self, env: Environment, ctx: RunContext, params: dict[str, Any]
+        self, env: Environment, ctx: RunContext, params: ExecParams
     ) -> Iterator[RoundFn]:
         if env.exec_not_applicable:
             raise NotApplicable(env.exec_not_applicable)
-        n = int(params["n"])
+        n = params.n
         timeout = ctx.timeouts["exec"]
         spec = ctx.spec(image=self.image, log=ctx.log_path(env.name, self.name, "console.log"))
         with env.start(spec) as sb:

@@ -19,11 +19,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from sandbench import procs
 from sandbench.benchmarks import fleet
 from sandbench.benchmarks.base import Benchmark, RoundFn, RunContext
+from sandbench.benchmarks.params import BenchParams, Profile, RoundPolicy, param
 from sandbench.benchmarks.servers import state_of
 from sandbench.environments.base import Environment, Limits, Sandbox
 from sandbench.errors import PartialRound, SandboxError
@@ -32,16 +34,23 @@ from sandbench.results import Measurement
 KIB_PER_MIB = 1024.0
 
 
-def sandbox_count(env: Environment, limits: Limits, params: dict[str, Any]) -> tuple[int, str]:
+@dataclass(frozen=True)
+class MemoryParams(BenchParams):
+    count: int = param(3, high=10_000, doc="sandboxes started at once each round")
+    memory_budget_mib: int = param(1024, unit="MiB", doc="what their reserved memory may add up to")
+    settle_s: float = param(0.5, unit="s", low=0.0, high=600.0, doc="wait before reading memory")
+
+
+def sandbox_count(env: Environment, limits: Limits, params: MemoryParams) -> tuple[int, str]:
     """(sandboxes per round, why that many): the profile's count, or fewer where what each
     reserves up front would exceed the profile's memory budget."""
-    count = int(params["count"])
+    count = params.count
     reserved = env.memory_reserved_mib(limits)
     if not reserved:
         return count, "profile count"
-    fit = max(1, int(params["memory_budget_mib"]) // int(reserved))
+    fit = max(1, params.memory_budget_mib // int(reserved))
     if fit < count:
-        return fit, (f"memory budget: {params['memory_budget_mib']} MiB / {reserved} MiB "
+        return fit, (f"memory budget: {params.memory_budget_mib} MiB / {reserved} MiB "
                      "reserved per sandbox")
     return count, "profile count"
 
@@ -79,19 +88,18 @@ class Memory(Benchmark):
     converge_on = ("private_dirty",)
     description = "private dirty and PSS memory per idle sandbox (MiB)"
     profiles = {
-        # "rounds" is the minimum per cell (claims test at n >= 5), "max_rounds" the cap of
-        # the runner's adaptive rounds; each round starts `count` sandboxes at once, fewer
-        # where their reserved memory (a VM's guest RAM) exceeds memory_budget_mib (quick:
-        # one 700 MiB qemu-vm, three 256 MiB microvms per round, each booting under TCG).
-        "quick": {"rounds": 5, "max_rounds": 10, "count": 3, "memory_budget_mib": 1024,
-                  "settle_s": 0.5},
-        "paper": {"rounds": 5, "max_rounds": 10, "count": 100, "memory_budget_mib": 7168,
-                  "settle_s": 2.0},
+        # Each round starts `count` sandboxes at once (claims test at n >= 5), fewer where
+        # their reserved memory (a VM's guest RAM) exceeds memory_budget_mib (quick: one
+        # 700 MiB qemu-vm, three 256 MiB microvms per round, each booting under TCG).
+        "quick": Profile(RoundPolicy(5, 10), MemoryParams()),
+        "paper": Profile(RoundPolicy(5, 10), MemoryParams(count=100, memory_budget_mib=7168,
+                                                          settle_s=2.0)),
     }
+    Params = MemoryParams
 
     @contextmanager
     def session(
-        self, env: Environment, ctx: RunContext, params: dict[str, Any]
+        self, env: Environment, ctx: RunContext, params: MemoryParams
     ) -> Iterator[RoundFn]:
         count, why = sandbox_count(env, ctx.limits, params)
 
@@ -105,7 +113,7 @@ class Memory(Benchmark):
                     )
                     boxes.append(env.start(spec))
                 # Let lazily started helpers (gofers, stubs) appear before counting.
-                time.sleep(float(params["settle_s"]))
+                time.sleep(params.settle_s)
                 for i, sb in enumerate(boxes):
                     use = footprint(sb)
                     extra = {"sandbox": i, "of": count, "count_from": why,

@@ -27,10 +27,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sandbench import volume as volumes
 from sandbench.benchmarks.base import Benchmark, RoundFn, RunContext
+from sandbench.benchmarks.params import BenchParams, Profile, RoundPolicy, param
 from sandbench.benchmarks.servers import (
     LOG_LINES,
     Layout,
@@ -171,6 +171,15 @@ class _Server:
         return f"{self.lay.run}/mysqld.err"
 
 
+@dataclass(frozen=True)
+class MysqlParams(BenchParams):
+    table_size: int = param(50_000, high=1_000_000_000, doc="rows of the sysbench table")
+    threads: int = param(2, high=1024, doc="sysbench threads")
+    time_s: int = param(2, unit="s", high=86_400, doc="length of one sysbench run")
+    ready_timeout_s: int = param(300, unit="s", high=86_400, doc="bound of mysqld's start")
+    prepare_timeout_s: int = param(600, unit="s", high=86_400, doc="bound of the table's fill")
+
+
 class Mysql(Benchmark):
     name = "mysql"
     short = "oltp"
@@ -181,33 +190,19 @@ class Mysql(Benchmark):
     description = "sysbench OLTP 70/20/10 mix from the host against MariaDB in the sandbox"
     image = "full"
     profiles = {
-        # "rounds" is the minimum per cell (claims test at n >= 5), "max_rounds" the cap of
-        # the runner's adaptive rounds. A quick round is one 2 s sysbench run.
-        "quick": {
-            "rounds": 5,
-            "max_rounds": 10,
-            "table_size": 50_000,
-            "threads": 2,
-            "time_s": 2,
-            "ready_timeout_s": 300,
-            "prepare_timeout_s": 600,
-        },
-        "paper": {
-            "rounds": 5,
-            "max_rounds": 10,
-            "table_size": 10_000_000,
-            "threads": 8,
-            "time_s": 60,
-            "ready_timeout_s": 600,
-            "prepare_timeout_s": 7200,
-        },
+        # A quick round is one 2 s sysbench run (claims test at n >= 5).
+        "quick": Profile(RoundPolicy(5, 10), MysqlParams()),
+        "paper": Profile(RoundPolicy(5, 10), MysqlParams(
+            table_size=10_000_000, threads=8, time_s=60, ready_timeout_s=600,
+            prepare_timeout_s=7200)),
     }
+    Params = MysqlParams
 
     @contextmanager
     def session(
-        self, env: Environment, ctx: RunContext, params: dict[str, Any]
+        self, env: Environment, ctx: RunContext, params: MysqlParams
     ) -> Iterator[RoundFn]:
-        table_size = int(params["table_size"])
+        table_size = params.table_size
         need = volume_bytes(table_size)
         with volumes.volume(need) as vol, oltp_script() as script:
             spec = ctx.spec(
@@ -219,10 +214,10 @@ class Mysql(Benchmark):
             with env.start(spec) as sb:
                 srv = _Server(sb, layout(sb, "mysqld"), sb.address, MYSQL_PORT)
                 try:
-                    self._start(srv, ctx, env, float(params["ready_timeout_s"]))
+                    self._start(srv, ctx, env, params.ready_timeout_s)
                     load = run_tool(
                         [*sysbench_args(srv.address, srv.port, script, table_size), "prepare"],
-                        timeout=float(params["prepare_timeout_s"]),
+                        timeout=params.prepare_timeout_s,
                     )
                     keep_log(ctx, env, self.name, "prepare.log", load.stdout)
                     if load.returncode != 0:
@@ -310,14 +305,14 @@ class Mysql(Benchmark):
         self,
         env: Environment,
         ctx: RunContext,
-        params: dict[str, Any],
+        params: MysqlParams,
         srv: _Server,
         script: Path,
         aio: str,
     ) -> RoundFn:
-        table_size = int(params["table_size"])
-        threads = int(params["threads"])
-        time_s = int(params["time_s"])
+        table_size = params.table_size
+        threads = params.threads
+        time_s = params.time_s
         run_params = {"threads": threads, "table_size": table_size, "time_s": time_s}
 
         def one(rnd: int) -> list[Measurement]:

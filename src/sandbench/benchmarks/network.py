@@ -15,9 +15,11 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from sandbench.benchmarks.base import Benchmark, RoundFn, RunContext
+from sandbench.benchmarks.params import BenchParams, Profile, RoundPolicy, param
 from sandbench.benchmarks.servers import (
     free_port,
     is_alive,
@@ -77,6 +79,11 @@ class Iperf3Server:
         stop_server(self.sb, self.pid, self.lay)
 
 
+@dataclass(frozen=True)
+class NetworkParams(BenchParams):
+    duration_s: int = param(2, unit="s", high=3600, doc="length of one iperf3 stream")
+
+
 class Network(Benchmark):
     name = "network"
     short = "iperf3"
@@ -87,17 +94,17 @@ class Network(Benchmark):
     description = "iperf3 TCP throughput, one stream from the host into the sandbox (Gbit/s)"
     image = "full"
     profiles = {
-        # "rounds" is the minimum per cell (claims test at n >= 5), "max_rounds" the cap of
-        # the runner's adaptive rounds. A quick round is one 2 s stream.
-        "quick": {"rounds": 5, "max_rounds": 10, "duration_s": 2},
-        "paper": {"rounds": 5, "max_rounds": 10, "duration_s": 40},
+        # A quick round is one 2 s stream (claims test at n >= 5).
+        "quick": Profile(RoundPolicy(5, 10), NetworkParams()),
+        "paper": Profile(RoundPolicy(5, 10), NetworkParams(duration_s=40)),
     }
+    Params = NetworkParams
 
     @contextmanager
     def session(
-        self, env: Environment, ctx: RunContext, params: dict[str, Any]
+        self, env: Environment, ctx: RunContext, params: NetworkParams
     ) -> Iterator[RoundFn]:
-        duration = int(params["duration_s"])
+        duration = params.duration_s
         spec = ctx.spec(image=self.image, log=ctx.log_path(env.name, self.name, "console.log"))
         with env.start(spec) as sb:
             server = Iperf3Server(sb, free_port())

@@ -20,9 +20,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
 
 from sandbench.benchmarks.base import Benchmark, RoundFn, RunContext
+from sandbench.benchmarks.params import BenchParams, Profile, RoundPolicy, param
 from sandbench.benchmarks.servers import (
     LOG_LINES,
     Layout,
@@ -126,6 +127,14 @@ def fetch(url: str, timeout: float = 2.0) -> bytes | None:
         return None
 
 
+@dataclass(frozen=True)
+class NginxParams(BenchParams):
+    threads: int = param(1, high=1024, doc="wrk threads")
+    connections: int = param(100, high=100_000, doc="wrk connections")
+    duration_s: int = param(1, unit="s", high=3600, doc="length of one wrk run")
+    ready_timeout_s: int = param(120, unit="s", high=86_400, doc="bound of nginx's start")
+
+
 class Nginx(Benchmark):
     name = "nginx"
     short = "nginx"
@@ -136,30 +145,17 @@ class Nginx(Benchmark):
     description = "wrk from the host against nginx (1 worker) serving a 4 KB page in the sandbox"
     image = "full"
     profiles = {
-        # "rounds" is the minimum per cell (claims test at n >= 5), "max_rounds" the cap of
-        # the runner's adaptive rounds. A quick round is one 1 s wrk run (tens of
-        # thousands of requests on the host, thousands under gVisor).
-        "quick": {
-            "rounds": 5,
-            "max_rounds": 10,
-            "threads": 1,
-            "connections": 100,
-            "duration_s": 1,
-            "ready_timeout_s": 120,
-        },
-        "paper": {
-            "rounds": 10,
-            "max_rounds": 20,
-            "threads": 1,
-            "connections": 1000,
-            "duration_s": 10,
-            "ready_timeout_s": 300,
-        },
+        # A quick round is one 1 s wrk run (tens of thousands of requests on the host,
+        # thousands under gVisor); claims test at n >= 5.
+        "quick": Profile(RoundPolicy(5, 10), NginxParams()),
+        "paper": Profile(RoundPolicy(10, 20), NginxParams(connections=1000, duration_s=10,
+                                                          ready_timeout_s=300)),
     }
+    Params = NginxParams
 
     @contextmanager
     def session(
-        self, env: Environment, ctx: RunContext, params: dict[str, Any]
+        self, env: Environment, ctx: RunContext, params: NginxParams
     ) -> Iterator[RoundFn]:
         port = NGINX_PORT
         spec = ctx.spec(image=self.image, log=ctx.log_path(env.name, self.name, "console.log"))
@@ -170,7 +166,7 @@ class Nginx(Benchmark):
             try:
                 pid = start_nginx(sb, lay, port)
                 url = f"http://{sb.address}:{port}{PAGE_PATH}"
-                timeout = float(params["ready_timeout_s"])
+                timeout = params.ready_timeout_s
                 if not wait_until(lambda: fetch(url) == page(), timeout, process_alive(sb, pid)):
                     log = (f"{read_file(sb, err_log, LOG_LINES)}\n"
                            f"{read_file(sb, f'{lay.run}/nginx.out', LOG_LINES)}")
@@ -188,14 +184,14 @@ class Nginx(Benchmark):
         self,
         env: Environment,
         ctx: RunContext,
-        params: dict[str, Any],
+        params: NginxParams,
         sb: Sandbox,
         url: str,
         lay: Layout,
     ) -> RoundFn:
-        threads = int(params["threads"])
-        connections = int(params["connections"])
-        duration_s = int(params["duration_s"])
+        threads = params.threads
+        connections = params.connections
+        duration_s = params.duration_s
         run_params = {"connections": connections, "threads": threads, "duration_s": duration_s}
 
         def one(rnd: int) -> list[Measurement]:

@@ -43,7 +43,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ from sandbench import volume
 from sandbench.benchmarks.base import Benchmark, RoundFn, RunContext
 from sandbench.benchmarks.exec import round_stats
 from sandbench.benchmarks.nginx import NGINX_PORT, PAGE_PATH, page, start_nginx
+from sandbench.benchmarks.params import BenchParams, Profile, RoundPolicy, param
 from sandbench.benchmarks.servers import (
     LOG_LINES,
     keep_log,
@@ -138,6 +139,13 @@ def resident_bytes(image: Path) -> int:
     return sum(int(x) for x in cp.stdout.split() if x.isdigit())
 
 
+@dataclass(frozen=True)
+class RestoreParams(BenchParams):
+    requests: int = param(5, high=10_000, doc="asks timed after each restore")
+    poll_timeout_s: float = param(0.02, unit="s", high=60.0, doc="one readiness poll's bound")
+    ready_timeout_s: int = param(10, unit="s", high=86_400, doc="each readiness wait's bound")
+
+
 class Restore(Benchmark):
     """The probe variant: the workload is the probe helper serving readiness."""
 
@@ -158,27 +166,26 @@ class Restore(Benchmark):
         # A round is one checkpoint and two restores (gVisor here: about 3 s); "requests"
         # asks are timed after each restore. "ready_timeout_s" bounds each readiness wait
         # (a VM under emulation: its boot bound, if longer).
-        "quick": {"rounds": 3, "max_rounds": 4, "requests": 5, "poll_timeout_s": 0.02,
-                  "ready_timeout_s": 10},
-        "paper": {"rounds": 10, "max_rounds": 20, "requests": 20, "poll_timeout_s": 0.02,
-                  "ready_timeout_s": 60},
+        "quick": Profile(RoundPolicy(3, 4), RestoreParams()),
+        "paper": Profile(RoundPolicy(10, 20), RestoreParams(requests=20, ready_timeout_s=60)),
     }
+    Params = RestoreParams
 
     @contextmanager
     def session(
-        self, env: Environment, ctx: RunContext, params: dict[str, Any]
+        self, env: Environment, ctx: RunContext, params: RestoreParams
     ) -> Iterator[RoundFn]:
         reason = env.restore_unavailable(self.image)
         if reason:
             raise NotApplicable(reason)
-        requests = int(params["requests"])
+        requests = params.requests
         with volume.volume(IMAGE_ROOM_BYTES) as vol, env.prepare(ctx.spec(
                 image=self.image, log=ctx.log_path(env.name, self.name, "console.log"))) as sb:
             sb.launch([sb.helper("probe"), "serve", str(PROBE_PORT)])  # the with stops it
             sb.wait_ready()
             # A VM under emulation answers a connect in tens of ms: its bound grows with it.
-            poll_s = max(float(params["poll_timeout_s"]), 0.25 if sb.boot_timeout_s else 0.0)
-            ready_s = max(float(params["ready_timeout_s"]), float(sb.boot_timeout_s))
+            poll_s = max(params.poll_timeout_s, 0.25 if sb.boot_timeout_s else 0.0)
+            ready_s = max(params.ready_timeout_s, float(sb.boot_timeout_s))
             lay = layout(sb, "nginx")
             err_log = f"{lay.run}/error.log"
             served = page()

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sandbench.benchmarks.base import Benchmark, RoundFn, RunContext
+from sandbench.benchmarks.params import BenchParams, Profile, RoundPolicy
 from sandbench.environments.base import PHASES, Environment, Sandbox
 from sandbench.errors import SandboxError, StepTimeout
 from sandbench.results import Measurement
@@ -135,6 +136,11 @@ def boot_bound(ctx: RunContext, sb: Sandbox) -> float:
     return max(ctx.timeouts["probe"], float(sb.boot_timeout_s))
 
 
+@dataclass(frozen=True)
+class StartupParams(BenchParams):
+    """None: a round is one start and stop."""
+
+
 class Startup(Benchmark):
     name = "startup"
     short = "start"
@@ -144,15 +150,15 @@ class Startup(Benchmark):
     converge_on = ("startup_time",)
     description = "prepare until the probe inside connects to the host (s), in phases"
     profiles = {
-        # "rounds" is the minimum per cell (claims test at n >= 5), "max_rounds" the cap of
-        # the runner's adaptive rounds. A round is one start and stop.
-        "quick": {"rounds": 5, "max_rounds": 20},
-        "paper": {"rounds": 100, "max_rounds": 100},
+        # A round is one start and stop (claims test at n >= 5).
+        "quick": Profile(RoundPolicy(5, 20), StartupParams()),
+        "paper": Profile(RoundPolicy(100, 100), StartupParams()),
     }
+    Params = StartupParams
 
     @contextmanager
     def session(
-        self, env: Environment, ctx: RunContext, params: dict[str, Any]
+        self, env: Environment, ctx: RunContext, params: StartupParams
     ) -> Iterator[RoundFn]:
         spec = ctx.spec(image=self.image, log=ctx.log_path(env.name, self.name, "console.log"))
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
 
 from sandbench.benchmarks.base import Benchmark, RoundFn, RunContext
+from sandbench.benchmarks.params import BenchParams, Profile, RoundPolicy, param
 from sandbench.benchmarks.servers import evidence
 from sandbench.environments.base import Completed, Environment, Sandbox
 from sandbench.errors import SandboxError
@@ -43,6 +44,11 @@ def measure(sb: Sandbox, calls: int, timeout: float) -> tuple[Completed, int, in
     return done, n, total_ns
 
 
+@dataclass(frozen=True)
+class SyscallParams(BenchParams):
+    calls: int = param(10_000, high=10_000_000, doc="getpid calls a round times")
+
+
 class Syscall(Benchmark):
     name = "syscall"
     short = "getpid"
@@ -52,24 +58,24 @@ class Syscall(Benchmark):
     converge_on = ("getpid_latency",)
     description = "getpid latency inside the sandbox (ns per call)"
     profiles = {
-        # "rounds" is the minimum per cell, "max_rounds" the cap of the runner's adaptive
-        # rounds. A round is one exec of the helper (0.1 s natively, 1.3 s under ptrace).
+        # A round is one exec of the helper (0.1 s natively, 1.3 s under ptrace).
         # C4 (Docker slightly slower than the host) is a difference of a few percent between
         # cells whose rounds vary by 10-20 % here (whole rounds slowed by the VM this host
         # is): a test needs about 30 rounds a side to decide it, which cheap rounds afford.
-        "quick": {"rounds": 30, "max_rounds": 40, "calls": 10000},
-        "paper": {"rounds": 30, "max_rounds": 60, "calls": 10000},
+        "quick": Profile(RoundPolicy(30, 40), SyscallParams()),
+        "paper": Profile(RoundPolicy(30, 60), SyscallParams()),
     }
+    Params = SyscallParams
 
     @contextmanager
     def session(
-        self, env: Environment, ctx: RunContext, params: dict[str, Any]
+        self, env: Environment, ctx: RunContext, params: SyscallParams
     ) -> Iterator[RoundFn]:
         spec = ctx.spec(image=self.image, log=ctx.log_path(env.name, self.name, "console.log"))
         with env.start(spec) as sb:
 
             def one(rnd: int) -> list[Measurement]:
-                done, n, total_ns = measure(sb, int(params["calls"]), ctx.timeouts["exec"])
+                done, n, total_ns = measure(sb, params.calls, ctx.timeouts["exec"])
                 raw = ctx.save_raw(env.name, self.name, rnd, "syscall.json", done.stdout)
                 return [
                     Measurement.latency("getpid_latency", total_ns / n, "ns", raw=raw),

@@ -301,8 +301,7 @@ def _validate_study(path: Path) -> None:
 
     benches = all_benchmarks()
     load_study(path, [e.name for e in all_environments()],
-               {b.name: b.params("quick") | b.params("paper") for b in benches}, PROFILES,
-               list(DEFAULT_TIMEOUTS), {b.name: dict(b.param_bounds) for b in benches})
+               {b.name: b.Params for b in benches}, PROFILES, list(DEFAULT_TIMEOUTS))
 
 
 def _slug(host: str) -> str:
