@@ -22,6 +22,7 @@ import pytest
 from rich.console import Console
 
 from sandbench.benchmarks.base import Benchmark, RoundFn, RunContext
+from sandbench.benchmarks.params import BenchParams, Profile, RoundPolicy
 from sandbench.environments.base import (
     Availability,
     Completed,
@@ -88,8 +89,8 @@ class NoiseBench(Benchmark):
     """Each round returns one value from a generator whose spread is known per environment."""
 
     name = "fake"
-    profiles = {"quick": {"rounds": 5, "max_rounds": 12},
-                "paper": {"rounds": 5, "max_rounds": 12}}
+    profiles = {"quick": Profile(RoundPolicy(rounds=5, max_rounds=12), BenchParams()),
+                "paper": Profile(RoundPolicy(rounds=5, max_rounds=12), BenchParams())}
 
     def __init__(self, spread: dict[str, float], seconds: float = 0.0,
                  fail: dict[str, str] | None = None) -> None:
@@ -102,7 +103,7 @@ class NoiseBench(Benchmark):
 
     @contextmanager
     def session(self, env: Environment, ctx: RunContext,
-                params: dict[str, Any]) -> Iterator[RoundFn]:
+                params: BenchParams) -> Iterator[RoundFn]:
         if self.fail.get(env.name) == "setup":
             raise SandboxError("setup broke", command_evidence(["fake", "setup"], 3, "", "boom"))
         sb = env.start(ctx.spec())
@@ -154,7 +155,11 @@ def test_quiet_cell_stops_early_noisy_runs_to_cap(tmp_path: Path) -> None:
     assert n == {"quiet": 5, "noisy": 12}
     meta = json.loads((out / "meta.json").read_text())
     assert meta["plan"]["adaptive"]["target_rel_halfwidth"] == 0.05
-    assert meta["plan"]["max_rounds_by_env"]["fake"] == {"quiet": 12, "noisy": 12}
+    # The round policy is recorded once, beside (never inside) the parameters.
+    assert meta["plan"]["rounds"]["fake"] == {
+        "rounds": 5, "max_rounds": 12,
+        "by_env": {"quiet": {"min": 5, "max": 12}, "noisy": {"min": 5, "max": 12}}}
+    assert meta["plan"]["params"]["fake"] == {}
 
 
 def test_budget_stops_extra_rounds(tmp_path: Path) -> None:
@@ -175,9 +180,13 @@ def test_fixed_rounds_and_emulated_quick_cap(tmp_path: Path) -> None:
     ends = _ends(out)
     assert ends["vm"].rounds == 3 and ends["vm"].stop_reason == "cap"
     assert all("emulated" in s.flags for s in read_samples(out) if s.env == "vm")
+    rounds = json.loads((out / "meta.json").read_text())["plan"]["rounds"]["fake"]
+    assert rounds["by_env"] == {"a": {"min": 5, "max": 12}, "vm": {"min": 3, "max": 3}}
     bench2 = NoiseBench({"a": 0.5})
     out2 = _run(tmp_path, [FakeEnv("a")], bench2, name="fixed", rounds_override=2)
     assert (_ends(out2)["a"].rounds, _ends(out2)["a"].stop_reason) == (2, "fixed")
+    fixed = json.loads((out2 / "meta.json").read_text())["plan"]["rounds"]["fake"]
+    assert (fixed["rounds"], fixed["max_rounds"]) == (2, 2)
 
 
 def test_faults_fail_their_cell_with_evidence_and_the_study_goes_on(tmp_path: Path) -> None:
@@ -333,7 +342,7 @@ class TwoMetricBench(NoiseBench):
 
     @contextmanager
     def session(self, env: Environment, ctx: RunContext,
-                params: dict[str, Any]) -> Iterator[RoundFn]:
+                params: BenchParams) -> Iterator[RoundFn]:
         with super().session(env, ctx, params) as one:
             def two(rnd: int) -> list[Measurement]:
                 side = Measurement.time("side", self.rng.uniform(0.0, 1.0), "s")
@@ -364,7 +373,7 @@ class ClosingBench(NoiseBench):
 
     @contextmanager
     def session(self, env: Environment, ctx: RunContext,
-                params: dict[str, Any]) -> Iterator[RoundFn]:
+                params: BenchParams) -> Iterator[RoundFn]:
         with super().session(env, ctx, params) as one:
             def rnd(r: int) -> list[Measurement]:
                 if env.name == self.interrupt_in:
@@ -482,7 +491,7 @@ def test_memory_keeps_a_rounds_samples_when_a_stop_fails(tmp_path: Path) -> None
 
 class NanBench(NoiseBench):
     def session(self, env: Environment, ctx: RunContext,
-                params: dict[str, Any]) -> Any:
+                params: BenchParams) -> Any:
         @contextmanager
         def cm() -> Iterator[RoundFn]:
             yield lambda rnd: [Measurement.time("t", 1.0, "s"),
