@@ -9,6 +9,9 @@ from typing import Any
 
 import pytest
 
+from sandbench.benchmarks.cpu import Cpu
+from sandbench.benchmarks.params import RoundPolicy
+from sandbench.benchmarks.startup import Startup
 from sandbench.compare import compare_runs
 from sandbench.errors import UsageError
 from sandbench.results import Sample
@@ -179,23 +182,29 @@ def test_differing_runtime_version_is_refused(tmp_path: Path) -> None:
         compare_runs(a, b)
 
 
-def _with_params(m: dict[str, Any], params: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    m["plan"]["params"] = params
+def _with_params(m: dict[str, Any], profile: str, cpu_time_s: int,
+                 rounds: dict[str, RoundPolicy] | None = None) -> dict[str, Any]:
+    """The plan of a run of cpu and startup as Plan.describe records it: the parameters
+    from each benchmark's Params (cpu's time_s set), the round policy in plan.rounds."""
+    benches = {"cpu": Cpu(), "startup": Startup()}
+    params = {"cpu": benches["cpu"].params(profile).replace(time_s=cpu_time_s),
+              "startup": benches["startup"].params(profile)}
+    rounds = rounds or {b: bench.round_policy(profile) for b, bench in benches.items()}
+    m["plan"]["params"] = {b: p.to_dict() for b, p in params.items()}
+    m["plan"]["rounds"] = {b: {**r.to_dict(), "by_env": {
+        e: {"min": r.rounds, "max": r.max_rounds} for e in m["plan"]["envs"]}}
+        for b, r in rounds.items()}
     return m
-
-
-QUICK = {"cpu": {"rounds": 1, "time_s": 10, "max_prime": 200000, "threads": 1},
-         "startup": {"rounds": 10}}
-PAPER = {"cpu": {"rounds": 1, "time_s": 600, "max_prime": 200000, "threads": 1},
-         "startup": {"rounds": 100}}
 
 
 def test_quick_run_against_paper_run_is_refused(tmp_path: Path) -> None:
     """cpu and startup cells carry no params of their own: the plan's parameters must match
-    (only round counts may differ), else the cells measure different things."""
+    (only round policies may differ), else the cells measure different things."""
     recs = declared(realistic_records(ENVS, rounds=5))
-    a = write_run(tmp_path / "a", recs, _with_params(meta(ENVS, profile="quick"), QUICK))
-    b = write_run(tmp_path / "b", recs, _with_params(meta(ENVS, profile="paper"), PAPER))
+    a = write_run(tmp_path / "a", recs, _with_params(meta(ENVS, profile="quick"), "quick", 10))
+    b = write_run(tmp_path / "b", recs, _with_params(meta(ENVS, profile="paper"), "paper", 600))
+    # the two profiles' round policies differ too (startup: quick 5..20, paper 100)
+    assert Startup().round_policy("quick") != Startup().round_policy("paper")
     with pytest.raises(UsageError) as exc:
         compare_runs(a, b)
     msg = str(exc.value)
@@ -208,11 +217,38 @@ def test_quick_run_against_paper_run_is_refused(tmp_path: Path) -> None:
 
 def test_round_counts_and_adaptive_settings_may_differ(tmp_path: Path) -> None:
     recs = declared(realistic_records(ENVS, rounds=5))
-    more = {b: {**p, "rounds": 50, "adaptive": True, "max_rounds": 200}
-            for b, p in QUICK.items()}
-    a = write_run(tmp_path / "a", recs, _with_params(meta(ENVS), QUICK))
-    b = write_run(tmp_path / "b", recs, _with_params(meta(ENVS), more))
+    more = _with_params(meta(ENVS), "quick", 10,
+                        rounds={"cpu": RoundPolicy(50, 200), "startup": RoundPolicy(50, 200)})
+    more["plan"]["adaptive"] = {"target_rel_halfwidth": 0.02, "budget_s": None}
+    a = write_run(tmp_path / "a", recs, _with_params(meta(ENVS), "quick", 10))
+    b = write_run(tmp_path / "b", recs, more)
+    cmp = compare_runs(a, b)
+    assert cmp.rows and cmp.differing_params == []
+    assert {r.bench for r in cmp.rows} >= {"cpu", "startup"}
+
+
+def test_an_older_runs_round_settings_inside_params_do_not_differ(tmp_path: Path) -> None:
+    """An older meta.json kept "rounds" / "max_rounds" inside plan.params: read_meta migrates
+    them to plan.rounds, so that a run of other round counts compares (and the newer layout
+    against the older one too), while a real parameter difference is still refused."""
+    def old(time_s: int, rounds: int, max_rounds: int) -> dict[str, Any]:
+        m = meta(ENVS)
+        m["plan"]["params"] = {
+            "cpu": {"rounds": rounds, "max_rounds": max_rounds,
+                    **Cpu().params("quick").replace(time_s=time_s).to_dict()},
+            "startup": {"rounds": rounds, "max_rounds": max_rounds}}
+        return m
+
+    recs = declared(realistic_records(ENVS, rounds=5))
+    a = write_run(tmp_path / "a", recs, old(10, 5, 8))
+    b = write_run(tmp_path / "b", recs, old(10, 50, 200))
+    new = write_run(tmp_path / "new", recs, _with_params(meta(ENVS), "quick", 10))
+    longer = write_run(tmp_path / "longer", recs, old(600, 5, 8))
     assert compare_runs(a, b).rows
+    assert compare_runs(a, new).rows
+    with pytest.raises(UsageError, match="cpu time_s: A 10 vs B 600") as exc:
+        compare_runs(a, longer)
+    assert "rounds" not in str(exc.value).replace("--force", "")
 
 
 def test_only_common_cells_are_compared(tmp_path: Path) -> None:

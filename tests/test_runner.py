@@ -35,6 +35,7 @@ from sandbench.errors import SandboxError, command_evidence
 from sandbench.noise import CpuWatch
 from sandbench.results import (
     CellEnd,
+    Failure,
     Measurement,
     Sample,
     read_cell_ends,
@@ -195,7 +196,7 @@ def test_faults_fail_their_cell_with_evidence_and_the_study_goes_on(tmp_path: Pa
     envs = [FakeEnv(n) for n in ("ok", "s", "r", "t")]
     out = _run(tmp_path, envs, bench)
     failures = read_failures(out)
-    by_env: dict[str, list[dict[str, Any]]] = {}
+    by_env: dict[str, list[Failure]] = {}
     for f in failures:
         by_env.setdefault(f.env, []).append(f)
     assert len(by_env["s"]) == 5 and by_env["s"][0].evidence["stderr_tail"] == "boom"
