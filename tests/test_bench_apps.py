@@ -108,14 +108,15 @@ def test_registered_after_the_paper_order() -> None:
 
 def test_profiles() -> None:
     for bench, keys in (
-        (Mysql(), {"rounds", "table_size", "threads", "time_s"}),
-        (Nginx(), {"rounds", "threads", "connections", "duration_s"}),
+        (Mysql(), {"table_size", "threads", "time_s"}),
+        (Nginx(), {"threads", "connections", "duration_s"}),
     ):
         for profile in ("quick", "paper"):
-            assert keys <= set(bench.params(profile)), (bench.name, profile)
-    assert Mysql().params("paper")["table_size"] == 10_000_000
+            assert keys <= set(bench.params(profile).to_dict()), (bench.name, profile)
+            assert bench.round_policy(profile).rounds >= 5, (bench.name, profile)
+    assert Mysql().params("paper").table_size == 10_000_000
     paper = Nginx().params("paper")
-    assert (paper["threads"], paper["connections"], paper["duration_s"]) == (1, 1000, 10)
+    assert (paper.threads, paper.connections, paper.duration_s) == (1, 1000, 10)
 
 
 def test_nginx_config_is_the_papers() -> None:

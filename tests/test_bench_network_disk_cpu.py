@@ -9,6 +9,7 @@ all environments in one pass so that a Docker daemon sandbench starts is started
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import subprocess
 import tempfile
@@ -23,9 +24,10 @@ import pytest
 
 from sandbench import paths, volume
 from sandbench.benchmarks.base import RunContext
-from sandbench.benchmarks.cpu import Cpu
-from sandbench.benchmarks.disk import DATA_FILE, Disk, latency_extra, need_bytes
-from sandbench.benchmarks.network import MARKER, Network, not_listening
+from sandbench.benchmarks.cpu import Cpu, CpuParams
+from sandbench.benchmarks.disk import DATA_FILE, Disk, DiskParams, latency_extra, need_bytes
+from sandbench.benchmarks.network import MARKER, Network, NetworkParams, not_listening
+from sandbench.benchmarks.params import BenchParams
 from sandbench.cleanup import cgroup_dirs
 from sandbench.environments.base import Environment
 from sandbench.environments.registry import all_environments
@@ -36,17 +38,14 @@ from tests.conftest import ENV_NAMES, env_or_skip
 
 DATA = Path(__file__).parent / "parsers" / "data"
 
-NET_PARAMS: dict[str, Any] = {"rounds": 1, "duration_s": 1}
-DISK_PARAMS: dict[str, Any] = {
-    "rounds": 1,
-    "size_mib": 32,
-    "runtime_ms": 300,
-    "ramp_ms": 100,
+NET_PARAMS = NetworkParams(duration_s=1)
+DISK_PARAMS = DiskParams(
+    size_mib=32, runtime_ms=300, ramp_ms=100,
     # All four patterns at one block size, and one pattern at two block sizes.
-    "jobs": [["seqread", "16k"], ["seqwrite", "16k"], ["randread", "16k"],
-             ["randwrite", "16k"], ["seqread", "1m"]],
-}
-CPU_PARAMS: dict[str, Any] = {"rounds": 1, "time_s": 1, "max_prime": 200000, "threads": 1}
+    jobs=[["seqread", "16k"], ["seqwrite", "16k"], ["randread", "16k"],
+          ["randwrite", "16k"], ["seqread", "1m"]],
+)
+CPU_PARAMS = CpuParams(time_s=1, max_prime=200000, threads=1)
 PERCENTILE_KEYS = {"1", "5", "10", "25", "50", "75", "90", "95", "99"}
 
 
@@ -124,7 +123,7 @@ def _state() -> dict[str, set[str]]:
     return {"volumes": _volumes(), "loop_devices": _loop_devices()}
 
 
-def _run_once(bench: Any, env: Environment, ctx: RunContext, params: dict[str, Any]) -> Any:
+def _run_once(bench: Any, env: Environment, ctx: RunContext, params: BenchParams) -> Any:
     """The measurements of one round, or the exception it raised."""
     try:
         with bench.session(env, ctx, params) as one:
@@ -198,8 +197,8 @@ def test_network_throughput(runs: dict[str, Any], env: str) -> None:
 @pytest.mark.parametrize("env", ENV_NAMES)
 def test_disk_patterns_and_block_sizes(runs: dict[str, Any], env: str) -> None:
     ms = _result(runs, env, "disk")
-    assert len(_by(ms, "latency")) == len(DISK_PARAMS["jobs"])
-    for pattern, bs in DISK_PARAMS["jobs"]:
+    assert len(_by(ms, "latency")) == len(DISK_PARAMS.jobs)
+    for pattern, bs in DISK_PARAMS.jobs:
         (lat,) = _by(ms, "latency", pattern=pattern, bs=bs)
         assert lat.unit == "us" and lat.value > 0
         shape = {"percentiles", "min", "max", "stddev"}
@@ -258,7 +257,8 @@ def test_free_space_refusal_names_both_numbers(tmp_path: Path) -> None:
     ctx = RunContext(out=tmp_path, profile="quick")
     with (
         pytest.raises(SandboxError, match=r"needs .*\(\d+ bytes\), .*\(\d+ bytes\) free") as err,
-        Disk().session(env, ctx, {**DISK_PARAMS, "size_mib": huge}),
+        # Past the field's bound on purpose: the session's own free-space check is tested.
+        Disk().session(env, ctx, dataclasses.replace(DISK_PARAMS, size_mib=huge)),
     ):
         pass
     assert str(need_bytes(huge)) in str(err.value)
@@ -370,7 +370,7 @@ def test_fio_dying_fails_the_round_with_fio_text(tmp_path: Path) -> None:
     tracker = Tracker()
     env = tracker.watch(env_or_skip("host"))
     ctx = RunContext(out=tmp_path, profile="quick")
-    params = {**DISK_PARAMS, "jobs": [["randread", "16k"]], "runtime_ms": 8000}
+    params = DISK_PARAMS.replace(jobs=[["randread", "16k"]], runtime_ms=8000)
     before = _volumes()
     done = threading.Event()
     with Disk().session(env, ctx, params) as one:

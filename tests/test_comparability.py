@@ -118,3 +118,10 @@ def test_merge_and_compare_share_one_parameter_rule() -> None:
                                                 ["h1", "h2", "h3"]) == [
         "cpu time_s: h1 10 vs h2 10 vs h3 600"]
     assert comparability.differing_params(base, longer) == ["cpu time_s: A 10 vs B 600"]
+
+
+def test_same_value_whatever_its_number_type() -> None:
+    from sandbench.comparability import _same
+
+    assert _same(16, 16.0) and _same([["a", 1]], [["a", 1.0]])
+    assert not _same(16, "16") and not _same(True, 1) and not _same(None, 0)

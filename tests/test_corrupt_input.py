@@ -164,11 +164,13 @@ STUDY_CASES = [
     ("[timeouts]\nstart = inf", "timeouts.start must be a positive finite number, got inf"),
     ("[timeouts]\nstart = nan", "timeouts.start must be a positive finite number, got nan"),
     ("[bench.density]\nmem_floor_fraction = 1.5",
-     "bench.density.mem_floor_fraction must be between 0.01 and 0.9, got 1.5"),
-    ("[bench.density]\npsi_max = 400.0", "bench.density.psi_max must be between 0.1 and 100"),
+     "bench.density.mem_floor_fraction must be a finite number between 0.01 and 0.9, got 1.5"),
+    ("[bench.density]\npsi_max = 400.0",
+     "bench.density.psi_max must be a finite number between 0.1 and 100"),
     ("[bench.density]\nslow_factor = 1.0",
-     "bench.density.slow_factor must be between 1.5 and 1000"),
-    ("[bench.startup]\nrounds = nan", "bench.startup.rounds must be a positive integer"),
+     "bench.density.slow_factor must be a finite number between 1.5 and 1000"),
+    ("[bench.startup]\nrounds = nan",
+     "bench.startup.rounds must be an integer between 1 and 10000, got nan"),
 ]
 
 
@@ -192,14 +194,16 @@ def test_study_bounds_accept_the_profiles_own_values(tmp_path: Path) -> None:
     for profile in ("quick", "paper"):
         lines = []
         for b in benches:
-            nums = {k: v for k, v in b.params(profile).items()
+            nums = {k: v for k, v in {**b.params(profile).to_dict(),
+                                      **b.round_policy(profile).to_dict()}.items()
                     if isinstance(v, int | float) and not isinstance(v, bool) and v > 0}
             if nums:
                 lines.append(f"[bench.{b.name}]")
                 lines += [f"{k} = {v!r}" for k, v in nums.items()]
         f = tmp_path / f"{profile}.toml"
         f.write_text("\n".join(lines) + "\n")
-        study = load_study(f, ["host"], {b.name: b.params("quick") | b.params("paper")
-                                         for b in benches}, ("quick", "paper"), ["start"],
-                           {b.name: dict(b.param_bounds) for b in benches})
+        study = load_study(f, ["host"], {b.name: b.Params for b in benches},
+                           ("quick", "paper"), ["start"])
         assert study.bench, profile
+        for b in benches:  # every value, lists and strings included, decodes as shipped
+            assert b.params(profile).replace(**b.params(profile).to_dict()) == b.params(profile)

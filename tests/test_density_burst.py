@@ -25,6 +25,7 @@ from sandbench.benchmarks.burst import Burst
 from sandbench.benchmarks.density import Density, spread
 from sandbench.benchmarks.fleet import percentile
 from sandbench.benchmarks.hostlimits import LimitWatch, Reading, host_readings
+from sandbench.benchmarks.params import RoundPolicy
 from sandbench.benchmarks.registry import all_benchmarks
 from sandbench.results import Measurement, read_samples
 from tests.conftest import (
@@ -44,9 +45,9 @@ def test_not_in_the_default_study_and_named_runs_them() -> None:
     assert byname["density"].default is False and byname["burst"].default is False
     assert byname["startup"].default is True
     d, b = byname["density"], byname["burst"]
-    assert d.params("quick")["rounds"] == 1 and d.params("quick")["max_rounds"] == 1
-    assert b.params("quick")["rounds"] >= 5 and b.params("quick")["k"] == 10
-    assert b.params("paper")["k"] == 50
+    assert d.round_policy("quick") == RoundPolicy(1, 1)
+    assert b.round_policy("quick").rounds >= 5 and b.params("quick").k == 10
+    assert b.params("paper").k == 50
 
 
 def test_percentile_and_spread() -> None:
@@ -145,7 +146,7 @@ def test_an_interrupted_ramp_keeps_its_steps(tmp_path: Path,
     monkeypatch.setattr(fleet, "start", fake_start)
     monkeypatch.setattr(fleet, "stop_all", lambda boxes, _w: stopped.extend(boxes) or 0.0)
     ctx = RunContext(out=tmp_path, profile="quick")
-    params = Density().params("quick") | {"k": 2}
+    params = Density().params("quick").replace(k=2)
     from types import SimpleNamespace
 
     env = SimpleNamespace(name="fake", memory_reserved_mib=lambda _limits: None)
@@ -162,7 +163,7 @@ def test_an_interrupted_ramp_keeps_its_steps(tmp_path: Path,
 
 def _run(bench: Any, env_name: str, tmp_path: Path, **over: Any) -> list[Measurement]:
     env = env_or_skip(env_name)
-    params = bench.params("quick") | over
+    params = bench.params("quick").replace(**over)
     ctx = RunContext(out=tmp_path, profile="quick")
     with bench.session(env, ctx, params) as fn:
         out: list[Measurement] = fn(0)

@@ -38,7 +38,7 @@ def test_corrupt_source_fails_the_build_with_evidence(tmp_path: Path) -> None:
     bench = Devloop()
     env = _env("runc")
     ctx = RunContext(out=tmp_path, profile="quick")
-    params = {**bench.params("quick"), "corrupt": "lua-5.4.4/src/lapi.c"}
+    params = bench.params("quick").replace(corrupt="lua-5.4.4/src/lapi.c")
     with bench.session(env, ctx, params) as one, pytest.raises(SandboxError) as err:
         one(0)
     assert "devloop build exited" in str(err.value)

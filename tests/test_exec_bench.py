@@ -22,7 +22,7 @@ from rich.console import Console
 
 from sandbench import stats
 from sandbench.benchmarks.base import RunContext
-from sandbench.benchmarks.exec import OUT_BYTES, Exec, check_done, round_stats
+from sandbench.benchmarks.exec import OUT_BYTES, Exec, ExecParams, check_done, round_stats
 from sandbench.benchmarks.registry import all_benchmarks
 from sandbench.environments.base import (
     Availability,
@@ -130,8 +130,8 @@ def test_registered_after_the_paper_and_density_burst_only_when_named() -> None:
     ex = next(b for b in all_benchmarks() if b.name == "exec")
     assert ex.default is False and ex.converge_on == ("exec_latency",)
     quick, paper = ex.params("quick"), ex.params("paper")
-    assert 1 <= quick["n"] <= 10 and quick["rounds"] >= 5
-    assert paper["n"] > quick["n"] and paper["rounds"] >= quick["rounds"]
+    assert 1 <= quick.n <= 10 and ex.round_policy("quick").rounds >= 5
+    assert paper.n > quick.n and ex.round_policy("paper").rounds >= ex.round_policy("quick").rounds
 
 
 def test_round_stats_p50_p99() -> None:
@@ -171,7 +171,7 @@ def test_check_done_accepts_exactly_the_helpers_output() -> None:
 def test_session_rounds_on_a_fake_sandbox(tmp_path: Path) -> None:
     env = FakeEnv("fake")
     ctx = RunContext(out=tmp_path, profile="quick")
-    with Exec().session(env, ctx, {"n": 4}) as fn:
+    with Exec().session(env, ctx, ExecParams(n=4)) as fn:
         ms: list[Measurement] = fn(0)
         sb = env.started[0]
         probe = sb.helper("probe")
@@ -213,7 +213,7 @@ def test_a_bad_outcome_fails_the_cell_with_evidence(tmp_path: Path,
 def test_not_applicable_environment_starts_nothing(tmp_path: Path) -> None:
     env = FakeEnv("nx", not_applicable=BWRAP_REASON)
     ctx = RunContext(out=tmp_path, profile="quick")
-    with pytest.raises(NotApplicable) as exc, Exec().session(env, ctx, {"n": 2}):
+    with pytest.raises(NotApplicable) as exc, Exec().session(env, ctx, ExecParams(n=2)):
         pass
     assert exc.value.reason == BWRAP_REASON
     assert env.started == []
@@ -300,7 +300,7 @@ def _measure(name: str, tmp_path: Path, rounds: int, n: int) -> tuple[list[Measu
     pooled: dict[str, list[float]] = {"exec_s": [], "exec_1mib_s": []}
     env.setup()
     try:
-        with Exec().session(env, ctx, Exec().params("quick") | {"n": n}) as fn:
+        with Exec().session(env, ctx, Exec().params("quick").replace(n=n)) as fn:
             for rnd in range(rounds):
                 got = fn(rnd)
                 ms += got

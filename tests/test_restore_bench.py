@@ -142,7 +142,7 @@ def _rounds(bench: Restore, name: str, tmp_path: Path, rounds: int,
     got = []
     env.setup()
     try:
-        with bench.session(env, ctx, bench.params("quick") | params) as fn:
+        with bench.session(env, ctx, bench.params("quick").replace(**params)) as fn:
             for rnd in range(rounds):
                 got.append(list(fn(rnd)))
     finally:
@@ -168,7 +168,7 @@ def test_restore_cold_and_warm(name: str, tmp_path: Path, clean_host: None) -> N
         assert 0 < cold.extra["restore_call_s"] <= cold.value < 60
         assert by[("checkpoint_time", "")].extra["how"]
         lat = by[("after_restore_latency", "cold")].extra
-        assert lat["n"] == Restore().params("quick")["requests"] and lat["p50"] <= lat["p99"]
+        assert lat["n"] == Restore().params("quick").requests and lat["p50"] <= lat["p99"]
         raw = json.loads((tmp_path / str(cold.raw)).read_text())
         assert raw["cold"]["restore_s"] == cold.value and raw["image_bytes"] > 0
         assert len(raw["warm"]["after_restore_s"]) == lat["n"]

@@ -53,7 +53,7 @@ def _load(path: Path) -> object:
     return load(
         path,
         env_names(),
-        {b.name: b.params("quick") | b.params("paper") for b in all_benchmarks()},
+        {b.name: b.Params for b in all_benchmarks()},
         PROFILES,
         list(DEFAULT_TIMEOUTS),
     )
@@ -110,7 +110,8 @@ def test_study_file_runs_with_its_parameters(tmp_path: Path) -> None:
     assert read_meta(out)["plan"]["params"]["syscall"]["calls"] == 500
     raw = [s.raw for s in read_samples(out)]
     assert raw and all('"calls": 500' in (out / r).read_text() for r in raw)
-    assert json.loads((out / "meta.json").read_text())["plan"]["rounds"]["syscall"] == 2
+    assert json.loads((out / "meta.json").read_text())["plan"]["rounds"]["syscall"] == {
+        "rounds": 2, "max_rounds": 2, "by_env": {"host": {"min": 2, "max": 2}}}
 
 
 BAD_LINES = [

@@ -21,10 +21,24 @@ CHECKED_HOST_FACTS: tuple[str, ...] = ("kernel", "cpu_model", "cores", "virtuali
 CHECKED_ENV_FACTS: tuple[str, ...] = ("version", "runtime_version", "platform", "accel")
 
 
+def _canonical(v: Any) -> Any:
+    # Numbers as floats: a float field decodes an integer to a float (params.py), and older
+    # runs recorded a study file's value as written, so 16 and 16.0 are the same value.
+    if isinstance(v, bool) or v is None or isinstance(v, str):
+        return v
+    if isinstance(v, int | float):
+        return float(v)
+    if isinstance(v, dict):
+        return {str(k): _canonical(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_canonical(x) for x in v]
+    return str(v)
+
+
 def _same(a: Any, b: Any) -> bool:
-    # JSON text, so that 16 and 16.0 match but 16 and "16" do not
-    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True,
-                                                                    default=str)
+    # JSON text of the canonical form: 16 and 16.0 match, 16 and "16" or True and 1 do not
+    return json.dumps(_canonical(a), sort_keys=True) == json.dumps(_canonical(b),
+                                                                   sort_keys=True)
 
 
 def differing_host_facts(a: Mapping[str, Any], b: Mapping[str, Any],
