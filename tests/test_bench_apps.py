@@ -25,12 +25,14 @@ from sandbench.benchmarks.mysql import (
     INIT_SQL,
     MYSQL_PORT,
     Mysql,
+    MysqlParams,
     install_argv,
     server_command,
 )
 from sandbench.benchmarks.nginx import (
     NGINX_PORT,
     Nginx,
+    NginxParams,
     nginx_conf,
     page,
 )
@@ -53,15 +55,9 @@ APP_PROCESSES = (
     "sysbench",
     "wrk",
 )
-TINY_MYSQL = {
-    "rounds": 1,
-    "table_size": 2000,
-    "threads": 2,
-    "time_s": 2,
-    "ready_timeout_s": 300,
-    "prepare_timeout_s": 300,
-}
-TINY_NGINX = {"rounds": 1, "threads": 1, "connections": 50, "duration_s": 2, "ready_timeout_s": 120}
+TINY_MYSQL = MysqlParams(table_size=2000, threads=2, time_s=2, ready_timeout_s=300,
+                         prepare_timeout_s=300)
+TINY_NGINX = NginxParams(threads=1, connections=50, duration_s=2, ready_timeout_s=120)
 CONTAINER = Layout(data="/data", run="/tmp/x", bind="0.0.0.0")
 
 
@@ -178,9 +174,9 @@ def test_apps_on_env(env_name: str, tmp_path: Path, no_app_leftovers: None) -> N
     env = env_or_skip(env_name)
     ctx = RunContext(out=tmp_path, profile="quick")
     try:
-        with Mysql().session(env, ctx, dict(TINY_MYSQL)) as one:
+        with Mysql().session(env, ctx, TINY_MYSQL) as one:
             got = {m.metric: m for m in one(0)}
-        with Nginx().session(env, ctx, dict(TINY_NGINX)) as one:
+        with Nginx().session(env, ctx, TINY_NGINX) as one:
             web = {m.metric: m for m in one(0)}
     finally:
         env.close()
@@ -239,7 +235,7 @@ def test_server_that_cannot_start_fails_with_its_log(
         taken.listen(1)
         with (
             pytest.raises(SandboxError, match="did not accept connections") as err,
-            Mysql().session(env, ctx, dict(TINY_MYSQL, ready_timeout_s=60)),
+            Mysql().session(env, ctx, TINY_MYSQL.replace(ready_timeout_s=60)),
         ):
             pass
     assert "already in use" in str(err.value) or "Bind on TCP/IP" in str(err.value)

@@ -352,7 +352,7 @@ def test_iperf3_server_dying_fails_the_round_then_recovers(env_name: str, tmp_pa
     env = tracker.watch(env_or_skip(env_name))
     ctx = RunContext(out=tmp_path, profile="quick")
     done = threading.Event()
-    with Network().session(env, ctx, {"rounds": 2, "duration_s": 4}) as one:
+    with Network().session(env, ctx, NetworkParams(duration_s=4)) as one:
         # The daemon is visible as a host process for host and runc alike.
         killer = _kill_soon(f"{MARKER}-", 1.5, done)
         with pytest.raises((ValueError, SandboxError), match="iperf3"):

@@ -75,13 +75,15 @@ def test_samples_sane(core_run: dict[str, Any], env: str) -> None:
         assert abs(sum(ph[i] for ph in phases) - total) < 1e-3
     assert all(v >= 0 for v in _values(out, env, "startup", "teardown_time"))
     dirty = _values(out, env, "memory", "private_dirty")
-    from sandbench.benchmarks.memory import sandbox_count
+    from sandbench.benchmarks.memory import MemoryParams, sandbox_count
+    from sandbench.benchmarks.params import decode
     from sandbench.environments.base import Limits
 
     meta = read_meta(out)
     lim = meta["plan"]["limits"]
     per_round, _ = sandbox_count(environment, Limits(lim["cpus"], lim["memory_mib"]),
-                                 meta["plan"]["params"]["memory"])
+                                 decode(MemoryParams, meta["plan"]["params"]["memory"],
+                                        "memory"))
     assert len(dirty) == 2 * per_round and all(v > 0 for v in dirty)
     pss = _values(out, env, "memory", "pss")
     assert all(p > 0 for p in pss)
