@@ -58,6 +58,12 @@ class BenchParams:
         return [f.name for f in dataclasses.fields(cls)]
 
 
+def is_round_count(v: Any) -> bool:
+    """An integer (not a bool) in 1..MAX_ROUNDS: what a round policy and a study file's
+    round keys accept."""
+    return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_ROUNDS
+
+
 @dataclass(frozen=True)
 class RoundPolicy:
     """How many rounds a cell gets: at least `rounds` (what the scorecard's tests need), then
@@ -69,7 +75,7 @@ class RoundPolicy:
     def __post_init__(self) -> None:
         for name in ROUND_KEYS:
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_ROUNDS:
+            if not is_round_count(v):
                 raise UsageError(f"{name} must be an integer between 1 and {MAX_ROUNDS}, "
                                  f"got {v!r}")
         if self.max_rounds < self.rounds:
@@ -171,7 +177,7 @@ def check_rounds(mapping: Mapping[str, Any], where: str) -> dict[str, int]:
     """The round keys of a [bench.NAME] table, each an integer in 1..MAX_ROUNDS."""
     given = {k: mapping[k] for k in ROUND_KEYS if k in mapping}
     for k, v in given.items():
-        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_ROUNDS:
+        if not is_round_count(v):
             raise UsageError(f"{where}.{k} must be an integer between 1 and {MAX_ROUNDS}, "
                              f"got {v!r}")
     return given
